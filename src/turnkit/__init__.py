@@ -1,0 +1,5 @@
+"""turnkit: stateful, multi-turn LLM agents for Python."""
+
+from turnkit.errors import TurnkitError
+
+__all__ = ["TurnkitError"]
