@@ -1,0 +1,114 @@
+"""The `turnkit` command line: `turnkit generate "..."` streams an answer from a model."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from turnkit.app import Turnkit
+from turnkit.errors import TurnkitError
+
+LOCAL_DEFAULT_MODEL = "llamacpp/smollm2"
+
+
+def load_target(spec: str) -> Any:
+    """Load `path/to/file.py:name` or `package.module:name` and return the named object."""
+    target, _, attr = spec.partition(":")
+    if not attr:
+        raise TurnkitError("INVALID_ARGUMENT", f"expected FILE.py:NAME or MODULE:NAME, got {spec!r}")
+    if target.endswith(".py") or os.sep in target:
+        path = Path(target).resolve()
+        if not path.is_file():
+            raise TurnkitError("NOT_FOUND", f"no such file: {target}")
+        sys.path.insert(0, str(path.parent))
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[path.stem] = module
+        module_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise TurnkitError("NOT_FOUND", f"{target} has no attribute {attr!r}") from None
+
+
+def default_app() -> Turnkit:
+    """An app with the local llama.cpp model when the `local` extra is installed."""
+    plugins = []
+    if importlib.util.find_spec("llama_cpp") is not None:
+        from turnkit.models.llamacpp import LlamaCpp
+
+        plugins.append(LlamaCpp())
+    return Turnkit(plugins=plugins)
+
+
+def _app_of(args: argparse.Namespace) -> Turnkit:
+    if args.app:
+        app = load_target(args.app)
+        if not isinstance(app, Turnkit):
+            raise TurnkitError("INVALID_ARGUMENT", f"{args.app} is not a Turnkit app")
+        return app
+    return default_app()
+
+
+async def _generate(args: argparse.Namespace) -> int:
+    ai = _app_of(args)
+    model = args.model or os.environ.get("TURNKIT_MODEL") or ai.default_model or LOCAL_DEFAULT_MODEL
+    if ai.registry.get("model", model) is None:
+        known = ", ".join(sorted(ai.registry.names("model"))) or "none (install turnkit[local] for the local model)"
+        raise TurnkitError("NOT_FOUND", f"unknown model {model!r}; registered models: {known}")
+    config: dict[str, Any] = {}
+    if args.max_tokens is not None:
+        config["maxOutputTokens"] = args.max_tokens
+    if args.temperature is not None:
+        config["temperature"] = args.temperature
+    stream = ai.generate_stream(args.prompt, system=args.system, model=model, config=config or None)
+    async for chunk in stream:
+        sys.stdout.write(chunk.text)
+        sys.stdout.flush()
+    response = await stream.response
+    if not response.text.strip():
+        sys.stdout.write("(the model returned no text)")
+    sys.stdout.write("\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `turnkit` command and its subcommands."""
+    parser = argparse.ArgumentParser(prog="turnkit", description="Stateful, multi-turn LLM agents.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = sub.add_parser("generate", help="stream a model's answer to a prompt", description="Stream a model's answer to PROMPT.")
+    gen.add_argument("prompt", help="the prompt text")
+    gen.add_argument("--model", help=f"model name (default: $TURNKIT_MODEL, else {LOCAL_DEFAULT_MODEL})")
+    gen.add_argument("--system", help="a system prompt")
+    gen.add_argument("--app", help="use the Turnkit app at FILE.py:NAME or MODULE:NAME instead of the default")
+    gen.add_argument("--max-tokens", type=int, help="maximum tokens to generate")
+    gen.add_argument("--temperature", type=float, help="sampling temperature")
+    gen.set_defaults(handler=_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `turnkit` command; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = asyncio.run(args.handler(args))
+        return code
+    except TurnkitError as exc:
+        print(f"turnkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""Tools: Python functions a model may call, described to it by a name, a docstring and a JSON schema.
+
+A tool takes a Pydantic model (or plain typed parameters) and may also take a `ToolContext` to read
+the caller's context or resumed-interrupt metadata. A tool pauses the turn for a human by raising
+`Interrupt` (or calling `ctx.interrupt(...)`); `define_interrupt` makes a tool that always does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any, NoReturn, get_type_hints
+
+from pydantic import BaseModel, ValidationError, create_model
+
+from turnkit.errors import TurnkitError
+from turnkit.types import ToolDefinition
+
+__all__ = ["Interrupt", "Tool", "ToolContext", "ToolInputError", "define_interrupt", "tool_from_function"]
+
+
+class Interrupt(Exception):  # noqa: N818 - it is a signal, not an error
+    """Raised by a tool to pause the turn and ask the client for input; `data` reaches the client."""
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        super().__init__("tool interrupted")
+        self.data = data
+
+
+class ToolInputError(TurnkitError):
+    """The model called a tool with input that does not fit the tool's schema."""
+
+    def __init__(self, tool: str, detail: str) -> None:
+        super().__init__("INVALID_ARGUMENT", f"invalid input for tool {tool!r}: {detail}")
+
+
+class ToolContext:
+    """What a running tool can see: the caller's context and, on restart, the resumed metadata."""
+
+    def __init__(self, *, context: dict[str, Any] | None = None, resumed: Any = None) -> None:
+        self.context: dict[str, Any] = context or {}
+        self.resumed = resumed
+
+    def interrupt(self, data: dict[str, Any] | None = None) -> NoReturn:
+        """Pause the turn and hand `data` to the client, which answers with respond or restart."""
+        raise Interrupt(data)
+
+
+ToolFn = Callable[..., Any]
+
+
+class Tool:
+    """A named tool: its description, JSON schemas, input model, and the function that runs it."""
+
+    def __init__(
+        self,
+        name: str,
+        fn: ToolFn,
+        *,
+        description: str = "",
+        input_model: type[BaseModel] | None = None,
+        input_schema: dict[str, Any] | None = None,
+        output_schema: dict[str, Any] | None = None,
+        call_style: str = "value",
+        wants_context: bool = False,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.fn = fn
+        self.description = description
+        self.input_model = input_model
+        self.input_schema = input_schema if input_schema is not None else _schema_of(input_model)
+        self.output_schema = output_schema
+        self.metadata = metadata
+        # How the function takes its input: "value" (one argument), "spread" (keyword per field), "none".
+        self._call_style = call_style
+        self._wants_context = wants_context
+        self._is_async = inspect.iscoroutinefunction(fn)
+        self._definition = ToolDefinition(
+            name=name,
+            description=description,
+            input_schema=self.input_schema,
+            output_schema=output_schema,
+            metadata=metadata,
+        )
+
+    @property
+    def definition(self) -> ToolDefinition:
+        """The tool as the model sees it."""
+        return self._definition
+
+    def parse_input(self, raw: Any) -> Any:
+        """Validate the model's raw input; raise ToolInputError when it does not fit."""
+        if self.input_model is None:
+            return raw
+        try:
+            return self.input_model.model_validate(raw if raw is not None else {})
+        except ValidationError as exc:
+            detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
+            raise ToolInputError(self.name, detail) from exc
+
+    async def run(self, raw_input: Any, ctx: ToolContext | None = None) -> Any:
+        """Validate the input, call the function (sync ones in a worker thread), return JSON-able output."""
+        value = self.parse_input(raw_input)
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+        if self._call_style == "spread" and isinstance(value, BaseModel):
+            kwargs = {k: getattr(value, k) for k in type(value).model_fields}
+        elif self._call_style == "value":
+            args = (value,)
+        if self._wants_context:
+            kwargs["ctx"] = ctx or ToolContext()
+        if self._is_async:
+            result = await self.fn(*args, **kwargs)
+        else:
+            result = await asyncio.to_thread(self.fn, *args, **kwargs)
+        return _jsonable(result)
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the underlying function directly, as if undecorated."""
+        result = self.fn(*args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    def __repr__(self) -> str:
+        return f"Tool({self.name!r})"
+
+
+def tool_from_function(
+    fn: ToolFn, *, name: str | None = None, description: str | None = None
+) -> Tool:
+    """Build a Tool from a function's signature, type hints and docstring."""
+    sig = inspect.signature(fn)
+    hints = get_type_hints(fn)
+    params = [p for p in sig.parameters.values() if p.name != "ctx" and hints.get(p.name) is not ToolContext]
+    wants_context = len(params) != len(sig.parameters)
+    input_model: type[BaseModel] | None
+    style = "value"
+    if len(params) == 1 and _is_model(hints.get(params[0].name)):
+        input_model = hints[params[0].name]
+    elif params:
+        fields: dict[str, Any] = {}
+        for p in params:
+            annotation = hints.get(p.name, Any)
+            fields[p.name] = (annotation, ... if p.default is inspect.Parameter.empty else p.default)
+        input_model = create_model(f"{fn.__name__}_input", **fields)
+        style = "spread"
+    else:
+        input_model, style = None, "none"
+    output_schema = None
+    ret = hints.get("return")
+    if _is_model(ret):
+        output_schema = ret.model_json_schema()
+    tool_name = name or fn.__name__
+    return Tool(
+        tool_name,
+        fn,
+        description=description if description is not None else inspect.cleandoc(fn.__doc__ or ""),
+        input_model=input_model,
+        input_schema=None if input_model else {"type": "object", "properties": {}},
+        output_schema=output_schema,
+        call_style=style,
+        wants_context=wants_context,
+    )
+
+
+def define_interrupt(
+    name: str,
+    *,
+    description: str,
+    input_schema: type[BaseModel] | dict[str, Any] | None = None,
+    output_schema: type[BaseModel] | dict[str, Any] | None = None,
+) -> Tool:
+    """A tool that never runs by itself: every call pauses the turn until the client responds."""
+
+    def always_interrupt(_input: Any = None) -> NoReturn:
+        raise Interrupt()
+
+    model = input_schema if _is_model(input_schema) else None
+    return Tool(
+        name,
+        always_interrupt,
+        description=description,
+        input_model=model,  # type: ignore[arg-type]
+        input_schema=None if model else (input_schema or {"type": "object", "properties": {}}),  # type: ignore[arg-type]
+        output_schema=_schema_of(output_schema) if _is_model(output_schema) else output_schema,  # type: ignore[arg-type]
+    )
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _schema_of(model: type[BaseModel] | None) -> dict[str, Any] | None:
+    return model.model_json_schema() if model is not None else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
