@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel
 
@@ -14,6 +14,9 @@ from turnkit.models import Model, ModelContext, ModelFn, ModelInfo, Plugin
 from turnkit.registry import Registry
 from turnkit.tools import Tool, ToolFn, define_interrupt, tool_from_function
 from turnkit.types import DocumentData, Message, ModelResponseChunk, Resume
+
+if TYPE_CHECKING:
+    from turnkit.agents.agent import Agent
 
 __all__ = ["Turnkit"]
 
@@ -157,6 +160,56 @@ class Turnkit:
         from turnkit.prompts import load_prompt_folder
 
         load_prompt_folder(self, directory)
+
+    def define_schema(self, name: str, schema: type[BaseModel] | dict[str, Any]) -> None:
+        """Register a schema that `.prompt` files can name in their input or output."""
+        from turnkit.prompts import define_schema
+
+        define_schema(self, name, schema)
+
+    def define_partial(self, name: str, source: str) -> None:
+        """Register a Handlebars partial for prompts."""
+        from turnkit.prompts import define_partial
+
+        define_partial(self, name, source)
+
+    def define_helper(self, name: str, fn: Callable[..., Any]) -> None:
+        """Register a Handlebars helper for prompts."""
+        from turnkit.prompts import define_helper
+
+        define_helper(self, name, fn)
+
+    # --- agents ------------------------------------------------------------------------------
+
+    def define_agent(self, **options: Any) -> Agent:
+        """Define an agent from a model, system prompt and tools (see `turnkit.agents.define_agent`)."""
+        from turnkit.agents.define import define_agent
+
+        return define_agent(self, **options)
+
+    def define_prompt_agent(self, **options: Any) -> Agent:
+        """Define an agent driven by a registered prompt (see `turnkit.agents.define_prompt_agent`)."""
+        from turnkit.agents.define import define_prompt_agent
+
+        return define_prompt_agent(self, **options)
+
+    def define_custom_agent(self, **options: Any) -> Agent:
+        """Define an agent whose function drives its own turns (see `turnkit.agents.define_custom_agent`)."""
+        from turnkit.agents.define import define_custom_agent
+
+        return define_custom_agent(self, **options)
+
+    def agent(self, name: str) -> Agent:
+        """The agent registered as `name`."""
+        found: Agent = self.registry.lookup("agent", name)
+        return found
+
+    @staticmethod
+    def current_session() -> Any:
+        """The session of the turn running in this task (from tools, prompts, anywhere under a turn)."""
+        from turnkit.sessions import get_current_session
+
+        return get_current_session()
 
     # --- running -----------------------------------------------------------------------------
 

@@ -197,6 +197,8 @@ def _with_system(history: list[Message], system: PromptLike | None) -> list[Mess
 
 
 def _output_instruction(spec: OutputSpec) -> Part:
+    if spec.schema is None:
+        return Part(text="Output should be in JSON format.\n", metadata={"purpose": "output"})
     schema = json.dumps(spec.schema, separators=(",", ":"))
     return Part(
         text=f"Output should be in JSON format and conform to the following schema:\n```\n{schema}\n```\n",
@@ -239,6 +241,8 @@ async def generate(
         _add_output_instruction(history, spec)
 
     mctx = model_context or ModelContext(context=context)
+    if on_chunk is None:
+        on_chunk = mctx.on_chunk
     call = chain(use, resolved.__call__)
     tctx = ToolContext(context=mctx.context)
     usage = GenerationUsage()

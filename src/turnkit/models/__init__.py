@@ -40,6 +40,11 @@ class ModelContext:
         self.context: dict[str, Any] = context or {}
 
     @property
+    def on_chunk(self) -> ChunkCallback | None:
+        """The caller's chunk sink, if it streams."""
+        return self._on_chunk
+
+    @property
     def is_streaming(self) -> bool:
         """Whether the caller wants chunks; a model may skip streaming work when it does not."""
         return self._on_chunk is not None

@@ -1,0 +1,660 @@
+"""The linear storage engine behind every turnkit store: deltas, checkpoints and message logs.
+
+A store is this engine plus a `RecordBackend`, which keeps three kinds of data per tenant:
+- snapshot records: key -> (rev, JSON text), replaced with compare-and-set on `rev`;
+- session heads: session id -> id of the snapshot most recently created in that session;
+- message logs: append-only lists of message JSON, appended with compare-and-set on length.
+
+Messages live in logs rather than in records: a full checkpoint of the history every K snapshots
+would store each message about N/K times (about 7x the history after 200 turns with K=16), while
+a log stores it once and still lets any snapshot be read in a bounded number of reads. A snapshot
+names its messages as segments `[[log, count], ...]` (the first `count` entries of each log, in
+order). A child that extends its parent appends to the parent's last log, if that log still ends
+where the parent does; otherwise (a branch) it starts a new log, and after K segments it starts
+over with one log holding a full copy (only deep branching ever pays that).
+
+A record's JSON (format version 1):
+    {"v": 1, "srev": n, "meta": <SessionSnapshot wire fields but state>, "state": null | S}
+`srev` counts rewrites of the snapshot's state. S is
+    {"sid": session id of the state (omitted when None), "msgs": segments | null, "depth": d, ...}
+with, for a checkpoint (d == 0), `"custom": value, "arts": [artifact, ...] | null`, and for a delta
+from the parent (0 < d < K), `"base": parent id, "psrev": the parent's srev`, the custom change as
+`"cpatch": [RFC 6902 ops]` or `"cval": value` (neither: unchanged), and the artifact change as
+`"aset": [[index, artifact], ...]`, `"aadd": [artifact, ...]`, `"anull": true` (artifacts None).
+When a snapshot's state is rewritten, the superseded state is kept under `<id>\\x1f<srev>` (ids
+cannot hold control characters, so that key is free), so deltas made against it still read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import random
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, Final, Protocol, TypedDict
+
+import jsonpatch
+from pydantic_core import to_jsonable_python
+
+from turnkit.errors import TurnkitError
+from turnkit.sessions.store import (
+    TERMINAL_STATUSES,
+    SessionStoreBase,
+    SnapshotMutator,
+    TenantOf,
+    check_id,
+    reported_status,
+)
+from turnkit.types import Artifact, Message, SessionSnapshot, SessionState, SnapshotStatus
+
+__all__ = [
+    "FORMAT_VERSION",
+    "LinearSessionStore",
+    "RecordBackend",
+    "StoreOptions",
+    "StoreStats",
+    "StoredRecord",
+]
+
+FORMAT_VERSION: Final = 1
+_SPILL_SEP: Final = "\x1f"
+
+Segments = tuple[tuple[str, int], ...]
+
+
+class StoreOptions(TypedDict, total=False):
+    """The options every engine-based store accepts (see `LinearSessionStore`)."""
+
+    checkpoint_every: int
+    cache_size: int
+    max_attempts: int
+    expire_after: float
+    tenant_of: TenantOf | None
+    poll_interval: float
+    clock: Callable[[], datetime] | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record as a backend holds it: its revision (1 for a new record) and the engine's JSON text."""
+
+    rev: int
+    data: str
+
+
+class RecordBackend(Protocol):
+    """Raw per-tenant storage the engine runs on; the seam a SQLite, Postgres or Redis store implements.
+
+    `tenant` is "" for the default tenant, otherwise a checked id; keys, session ids and log ids are
+    arbitrary strings that must be stored exactly (encode them; never build paths or queries from them).
+    """
+
+    async def get_record(self, tenant: str, key: str) -> StoredRecord | None:
+        """The record stored under `key`, or None."""
+        ...
+
+    async def put_record(
+        self, tenant: str, key: str, data: str, *, expected_rev: int, head_of: str | None = None
+    ) -> bool:
+        """Store `data` at revision `expected_rev + 1` only if the current revision is `expected_rev`
+        (0: no record yet); in the same atomic step make `key` the head of session `head_of`, if given.
+        Return False, changing nothing, when the revision did not match."""
+        ...
+
+    async def get_head(self, tenant: str, session_id: str) -> str | None:
+        """The key last made head of this session, or None."""
+        ...
+
+    async def append_log(self, tenant: str, log_id: str, start: int, entries: Sequence[str]) -> bool:
+        """Append `entries` (one-line JSON texts) only if the log holds exactly `start` entries
+        (0: a log that does not exist yet). Return False, changing nothing, otherwise."""
+        ...
+
+    async def read_log(self, tenant: str, log_id: str, start: int, end: int) -> list[str]:
+        """Entries `start` to `end` (exclusive) of a log; fewer if the log is shorter."""
+        ...
+
+
+@dataclass
+class StoreStats:
+    """Counters of backend traffic, for tests and benchmarks."""
+
+    records_read: int = 0
+    records_written: int = 0
+    logs_read: int = 0
+    logs_appended: int = 0
+    conflicts: int = 0
+    cache_hits: int = 0
+
+    def reset(self) -> None:
+        """Set every counter back to zero."""
+        for f in fields(self):
+            setattr(self, f.name, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """The materialised state of one snapshot at one state revision, owned by the cache."""
+
+    srev: int
+    depth: int
+    session_id: str | None
+    segments: Segments | None
+    messages: tuple[Message, ...] | None
+    custom: Any  # JSON data; only copies of it ever leave the engine
+    custom_text: str
+    artifacts: tuple[Artifact, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """One snapshot record as read: revision, metadata, raw state, and materialised state."""
+
+    rev: int
+    srev: int
+    meta: dict[str, Any]
+    state: dict[str, Any] | None
+    node: _Node | None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _data_loss(message: str) -> TurnkitError:
+    return TurnkitError("DATA_LOSS", message, public=False)
+
+
+def _is_prefix(prefix: Sequence[Message], messages: Sequence[Message]) -> bool:
+    # Identity first: on the hot path the caller's history holds the very objects we cached.
+    return len(prefix) <= len(messages) and all(
+        a is b or a == b for a, b in zip(prefix, messages, strict=False)
+    )
+
+
+class LinearSessionStore(SessionStoreBase):
+    """A `SessionStore` that stores each snapshot as a delta (or periodic checkpoint) on a `RecordBackend`.
+
+    `checkpoint_every` (K) bounds a read to K records and K message logs; `cache_size` is how many
+    materialised states the LRU cache keeps; `max_attempts` bounds retries of a contended save.
+    `expire_after` (seconds), `tenant_of`, `poll_interval` and `clock` are as in `SessionStoreBase`.
+    Messages, once saved, are shared with the cache and with everything read back, so they must
+    never be mutated in place.
+    """
+
+    def __init__(
+        self,
+        backend: RecordBackend,
+        *,
+        checkpoint_every: int = 16,
+        cache_size: int = 256,
+        max_attempts: int = 1000,
+        expire_after: float = 60.0,
+        tenant_of: TenantOf | None = None,
+        poll_interval: float = 1.0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        super().__init__(
+            expire_after=expire_after, tenant_of=tenant_of, poll_interval=poll_interval, clock=clock
+        )
+        if checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
+        self.backend = backend
+        self.checkpoint_every = checkpoint_every
+        self.cache_size = cache_size
+        self.max_attempts = max_attempts
+        self.stats = StoreStats()
+        self._cache: OrderedDict[tuple[str, str], _Node] = OrderedDict()
+        self._signals: weakref.WeakValueDictionary[tuple[str, str], asyncio.Event] = (
+            weakref.WeakValueDictionary()
+        )
+
+    # --- the SessionStore contract ---------------------------------------------------------------
+
+    async def get_snapshot(
+        self,
+        *,
+        snapshot_id: str | None = None,
+        session_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> SessionSnapshot | None:
+        """The snapshot with this id, or the latest snapshot of this session; None when absent."""
+        if (snapshot_id is None) == (session_id is None):
+            raise TurnkitError("INVALID_ARGUMENT", "give exactly one of snapshot_id and session_id")
+        tenant = self.tenant_key(context)
+        if session_id is not None:
+            snapshot_id = await self.backend.get_head(tenant, check_id(session_id, "session id"))
+            if snapshot_id is None:
+                return None
+        loaded = await self._load(tenant, check_id(snapshot_id, "snapshot id"))
+        if loaded is None or (session_id is not None and loaded.meta.get("sessionId") != session_id):
+            return None
+        return self._view(loaded)
+
+    async def save_snapshot(
+        self,
+        snapshot_id: str,
+        fn: SnapshotMutator,
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> SessionSnapshot | None:
+        """Atomically replace the snapshot with `fn(existing)`, retrying `fn` on a concurrent change.
+
+        `fn` may run more than once, so it must not have side effects. Returning None skips the
+        write; a save that would move a terminal status elsewhere is ignored; `expired` is saved
+        as `pending` (it is only ever computed on read). The stored snapshot is returned.
+        """
+        check_id(snapshot_id, "snapshot id")
+        tenant = self.tenant_key(context)
+        for attempt in range(self.max_attempts):
+            loaded = await self._load(tenant, snapshot_id)
+            existing = None if loaded is None else self._view(loaded)
+            proposed = fn(existing)
+            if proposed is None:
+                return existing
+            if loaded is not None:
+                stored_status = loaded.meta.get("status")
+                if stored_status in TERMINAL_STATUSES and proposed.status != stored_status:
+                    return existing
+            snapshot = self._normalize(snapshot_id, proposed, loaded)
+            saved = await self._commit(tenant, snapshot, loaded, existing)
+            if saved is not None:
+                return saved
+            self.stats.conflicts += 1
+            # Yield at once (the winner is usually done); back off a little if it keeps happening.
+            await asyncio.sleep(0 if attempt < 3 else random.uniform(0, min(0.05, attempt / 1000)))
+        raise TurnkitError("ABORTED", f"gave up saving snapshot after {self.max_attempts} conflicts")
+
+    async def read_status(
+        self, snapshot_id: str, *, context: Mapping[str, Any] | None = None
+    ) -> SnapshotStatus | None:
+        """The reported status of one snapshot, read from its record alone (no state is materialised)."""
+        record = await self._read(self.tenant_key(context), check_id(snapshot_id, "snapshot id"))
+        if record is None:
+            return None
+        meta = record[1]["meta"]
+        return reported_status(
+            meta.get("status"),
+            heartbeat_at=meta.get("heartbeatAt"),
+            updated_at=meta.get("updatedAt"),
+            created_at=meta.get("createdAt"),
+            now=self.now(),
+            expire_after=self.expire_after,
+        )
+
+    def change_waiter(
+        self, snapshot_id: str, *, context: Mapping[str, Any] | None = None
+    ) -> Callable[[], Awaitable[None]]:
+        """Wake on a write through this store instance at once, on anything else after a poll interval."""
+        key = (self.tenant_key(context), snapshot_id)
+        event = self._signals.get(key)
+        if event is None:
+            event = self._signals[key] = asyncio.Event()
+
+        async def wait() -> None:
+            # The closure holds the event, which keeps it in the weak map while someone waits.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), self.poll_interval)
+
+        return wait
+
+    def clear_cache(self) -> None:
+        """Forget every materialised state (the next reads go to the backend)."""
+        self._cache.clear()
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    async def _read(self, tenant: str, key: str) -> tuple[int, dict[str, Any]] | None:
+        stored = await self.backend.get_record(tenant, key)
+        self.stats.records_read += 1
+        if stored is None:
+            return None
+        record = json.loads(stored.data)
+        if record.get("v") != FORMAT_VERSION:
+            raise _data_loss(f"record {key!r} has unsupported format version {record.get('v')!r}")
+        return stored.rev, record
+
+    async def _load(self, tenant: str, key: str) -> _Loaded | None:
+        got = await self._read(tenant, key)
+        if got is None:
+            return None
+        rev, record = got
+        state = record["state"]
+        node = None if state is None else await self._materialize(tenant, key, record["srev"], state)
+        return _Loaded(rev, record["srev"], record["meta"], state, node)
+
+    async def _state_at(self, tenant: str, key: str, srev: int) -> dict[str, Any]:
+        """The raw state of snapshot `key` as it was at state revision `srev`."""
+        for candidate in (key, f"{key}{_SPILL_SEP}{srev}"):
+            got = await self._read(tenant, candidate)
+            if got is not None and got[1]["srev"] == srev and got[1]["state"] is not None:
+                state: dict[str, Any] = got[1]["state"]
+                return state
+        raise _data_loss(f"snapshot {key!r} at state revision {srev} is missing")
+
+    async def _materialize(self, tenant: str, key: str, srev: int, state: dict[str, Any]) -> _Node:
+        hit = self._cached(tenant, key, srev)
+        if hit is not None:
+            return hit
+        # Walk up to a checkpoint or to an ancestor already in the cache: at most K records.
+        deltas = [state]
+        base: _Node | None = None
+        current = state
+        while current["depth"] > 0:
+            base = self._cached(tenant, current["base"], current["psrev"])
+            if base is not None:
+                break
+            parent = await self._state_at(tenant, current["base"], current["psrev"])
+            if parent["depth"] != current["depth"] - 1:
+                raise _data_loss(f"broken delta chain below snapshot {current['base']!r}")
+            deltas.append(parent)
+            current = parent
+        if base is None:
+            top = deltas.pop()
+            custom = top["custom"]
+            artifacts = None if top["arts"] is None else [Artifact.model_validate(a) for a in top["arts"]]
+        else:
+            custom = copy.deepcopy(base.custom)
+            artifacts = None if base.artifacts is None else list(base.artifacts)
+        for delta in reversed(deltas):
+            custom = _apply_custom(custom, delta)
+            artifacts = _apply_artifacts(artifacts, delta)
+        segments = None if state["msgs"] is None else tuple((s[0], s[1]) for s in state["msgs"])
+        hint = base or self._cached(tenant, key)
+        node = _Node(
+            srev=srev,
+            depth=state["depth"],
+            session_id=state.get("sid"),
+            segments=segments,
+            messages=await self._read_messages(tenant, segments, hint),
+            custom=custom,
+            custom_text=_dumps(custom),
+            artifacts=None if artifacts is None else tuple(artifacts),
+        )
+        self._remember(tenant, key, node)
+        return node
+
+    async def _read_messages(
+        self, tenant: str, segments: Segments | None, hint: _Node | None
+    ) -> tuple[Message, ...] | None:
+        if segments is None:
+            return None
+        messages: list[Message] = []
+        first, offset = 0, 0
+        # Reuse a cached ancestor's messages when its segments are a prefix of ours.
+        if hint is not None and hint.segments and hint.messages is not None:
+            k = len(hint.segments)
+            log, count = hint.segments[-1]
+            if (
+                k <= len(segments)
+                and hint.segments[:-1] == segments[: k - 1]
+                and segments[k - 1][0] == log
+                and segments[k - 1][1] >= count
+            ):
+                messages, first, offset = list(hint.messages), k - 1, count
+        for i in range(first, len(segments)):
+            log, count = segments[i]
+            start = offset if i == first else 0
+            if count <= start:
+                continue
+            entries = await self.backend.read_log(tenant, log, start, count)
+            self.stats.logs_read += 1
+            if len(entries) != count - start:
+                raise _data_loss(f"message log {log!r} is shorter than a snapshot says")
+            messages.extend(Message.model_validate_json(e) for e in entries)
+        return tuple(messages)
+
+    def _view(self, loaded: _Loaded) -> SessionSnapshot:
+        """A fresh snapshot for a caller: new lists, shared messages, a copy of custom state."""
+        snapshot = SessionSnapshot.model_validate(loaded.meta)
+        snapshot.status = self.status_of(snapshot)
+        node = loaded.node
+        if node is not None:
+            snapshot.state = SessionState.model_construct(
+                session_id=node.session_id,
+                messages=None if node.messages is None else list(node.messages),
+                custom=copy.deepcopy(node.custom),
+                artifacts=None if node.artifacts is None else list(node.artifacts),
+            )
+        return snapshot
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def _normalize(
+        self, snapshot_id: str, proposed: SessionSnapshot, loaded: _Loaded | None
+    ) -> SessionSnapshot:
+        updates: dict[str, Any] = {"snapshot_id": snapshot_id}
+        if proposed.status == "expired":
+            updates["status"] = "pending"
+        snapshot = proposed.model_copy(update=updates)
+        if snapshot.session_id is not None:
+            check_id(snapshot.session_id, "session id")
+        if snapshot.parent_id is not None:
+            check_id(snapshot.parent_id, "parent id")
+            if snapshot.parent_id == snapshot_id:
+                raise TurnkitError("INVALID_ARGUMENT", "a snapshot cannot be its own parent")
+        if loaded is not None and loaded.meta.get("sessionId") != snapshot.session_id:
+            raise TurnkitError("INVALID_ARGUMENT", "a snapshot cannot move to another session")
+        return snapshot
+
+    async def _commit(
+        self,
+        tenant: str,
+        snapshot: SessionSnapshot,
+        loaded: _Loaded | None,
+        existing: SessionSnapshot | None,
+    ) -> SessionSnapshot | None:
+        """Encode and compare-and-set one snapshot; None when another writer got there first."""
+        key = snapshot.snapshot_id
+        state = snapshot.state
+        old_node = None if loaded is None else loaded.node
+        if state is None or old_node is None:
+            unchanged = state is None and loaded is not None and loaded.state is None
+        else:
+            unchanged = (existing is not None and state is existing.state) or _same_state(state, old_node)
+        if loaded is not None and unchanged:
+            srev, raw, node = loaded.srev, loaded.state, old_node
+        else:
+            srev = 1 if loaded is None else loaded.srev + 1
+            raw, node = (
+                (None, None) if state is None else await self._encode(tenant, snapshot, srev, old_node)
+            )
+            if loaded is not None and loaded.state is not None:
+                # Children may hold deltas against the old state: keep it (a no-op if a retry kept it).
+                spill = {"v": FORMAT_VERSION, "srev": loaded.srev, "meta": None, "state": loaded.state}
+                await self.backend.put_record(
+                    tenant, f"{key}{_SPILL_SEP}{loaded.srev}", _dumps(spill), expected_rev=0
+                )
+        meta = snapshot.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"state"})
+        text = _dumps({"v": FORMAT_VERSION, "srev": srev, "meta": meta, "state": raw})
+        rev = 0 if loaded is None else loaded.rev
+        head_of = snapshot.session_id if loaded is None else None
+        if not await self.backend.put_record(tenant, key, text, expected_rev=rev, head_of=head_of):
+            return None
+        self.stats.records_written += 1
+        if node is not None:
+            self._remember(tenant, key, node)
+        event = self._signals.pop((tenant, key), None)
+        if event is not None:
+            event.set()
+        return self._view(_Loaded(rev + 1, srev, meta, raw, node))
+
+    async def _encode(
+        self, tenant: str, snapshot: SessionSnapshot, srev: int, old: _Node | None
+    ) -> tuple[dict[str, Any], _Node]:
+        """The raw state of a snapshot (a delta when the parent allows it) and its cache node."""
+        state = snapshot.state
+        assert state is not None
+        parent: _Node | None = None
+        if snapshot.parent_id is not None:
+            # Trusting a cached parent is safe even if it was rewritten since: deltas name its srev.
+            parent = self._cached(tenant, snapshot.parent_id)
+            if parent is None:
+                loaded = await self._load(tenant, snapshot.parent_id)
+                parent = None if loaded is None else loaded.node
+        messages = None if state.messages is None else tuple(state.messages)
+        segments = None if messages is None else await self._write_messages(tenant, messages, (old, parent))
+        custom = to_jsonable_python(state.custom)  # new containers: the cache owns them
+        custom_text = _dumps(custom)
+        artifacts = None if state.artifacts is None else tuple(state.artifacts)
+        raw: dict[str, Any] = {"msgs": None if segments is None else [list(s) for s in segments]}
+        if state.session_id is not None:
+            raw["sid"] = state.session_id
+        if (
+            parent is None
+            or parent.depth + 1 >= self.checkpoint_every
+            or len(artifacts or ()) < len(parent.artifacts or ())
+        ):
+            raw["depth"] = 0
+            raw["custom"] = custom
+            raw["arts"] = None if artifacts is None else [a.to_wire() for a in artifacts]
+        else:
+            raw.update(depth=parent.depth + 1, base=snapshot.parent_id, psrev=parent.srev)
+            raw.update(_custom_delta(parent, custom, custom_text))
+            raw.update(_artifacts_delta(parent.artifacts or (), artifacts))
+        node = _Node(
+            srev=srev,
+            depth=raw["depth"],
+            session_id=state.session_id,
+            segments=segments,
+            messages=messages,
+            custom=custom,
+            custom_text=custom_text,
+            artifacts=artifacts,
+        )
+        return raw, node
+
+    async def _write_messages(
+        self, tenant: str, messages: tuple[Message, ...], bases: tuple[_Node | None, ...]
+    ) -> Segments:
+        """Store a history by extending a base's log where possible; only the new messages are serialised."""
+        for base in bases:
+            if base is None or base.messages is None or base.segments is None:
+                continue
+            if not _is_prefix(base.messages, messages):
+                continue
+            extra = messages[len(base.messages) :]
+            if not extra:
+                return base.segments
+            entries = [m.to_json() for m in extra]
+            if base.segments:
+                log, count = base.segments[-1]
+                if await self._append(tenant, log, count, entries):
+                    return (*base.segments[:-1], (log, count + len(entries)))
+            if len(base.segments) < self.checkpoint_every:
+                return (*base.segments, await self._new_log(tenant, entries))
+        if not messages:
+            return ()
+        return (await self._new_log(tenant, [m.to_json() for m in messages]),)
+
+    async def _append(self, tenant: str, log: str, start: int, entries: list[str]) -> bool:
+        appended = await self.backend.append_log(tenant, log, start, entries)
+        self.stats.logs_appended += int(appended)
+        return appended
+
+    async def _new_log(self, tenant: str, entries: list[str]) -> tuple[str, int]:
+        log = uuid.uuid4().hex
+        if not await self._append(tenant, log, 0, entries):
+            raise TurnkitError("INTERNAL", "a fresh message log already existed", public=False)
+        return log, len(entries)
+
+    # --- cache -----------------------------------------------------------------------------------
+
+    def _cached(self, tenant: str, key: str, srev: int | None = None) -> _Node | None:
+        node = self._cache.get((tenant, key))
+        if node is None or (srev is not None and node.srev != srev):
+            return None
+        self._cache.move_to_end((tenant, key))
+        self.stats.cache_hits += 1
+        return node
+
+    def _remember(self, tenant: str, key: str, node: _Node) -> None:
+        if self.cache_size <= 0:
+            return
+        self._cache[(tenant, key)] = node
+        self._cache.move_to_end((tenant, key))
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+
+# --- deltas --------------------------------------------------------------------------------------
+
+
+def _same_state(state: SessionState, node: _Node) -> bool:
+    if state.session_id != node.session_id:
+        return False
+    if (state.messages is None) != (node.messages is None) or (state.artifacts is None) != (
+        node.artifacts is None
+    ):
+        return False
+    if (
+        state.messages is not None
+        and node.messages is not None
+        and (len(state.messages) != len(node.messages) or not _is_prefix(node.messages, state.messages))
+    ):
+        return False
+    if state.artifacts is not None and node.artifacts is not None:
+        if len(state.artifacts) != len(node.artifacts):
+            return False
+        if not all(a is b or a == b for a, b in zip(state.artifacts, node.artifacts, strict=True)):
+            return False
+    return _dumps(to_jsonable_python(state.custom)) == node.custom_text
+
+
+def _custom_delta(parent: _Node, custom: Any, custom_text: str) -> dict[str, Any]:
+    # Compare JSON texts, not values: in Python 1 == True == 1.0, in JSON they differ.
+    if custom_text == parent.custom_text:
+        return {}
+    if isinstance(custom, dict | list) and type(custom) is type(parent.custom):
+        patch = jsonpatch.make_patch(parent.custom, custom).patch
+        patch_text = _dumps(patch)
+        if len(patch_text) < len(custom_text):
+            # jsonpatch diffs with ==, which misses 1 -> True; keep the patch only if it reproduces us.
+            rebuilt = jsonpatch.apply_patch(copy.deepcopy(parent.custom), patch, in_place=True)
+            if _dumps(rebuilt) == custom_text:
+                return {"cpatch": patch}
+    return {"cval": custom}
+
+
+def _apply_custom(custom: Any, delta: dict[str, Any]) -> Any:
+    if "cval" in delta:
+        return delta["cval"]
+    if "cpatch" in delta:
+        try:
+            return jsonpatch.apply_patch(custom, delta["cpatch"], in_place=True)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+            raise _data_loss(f"custom state patch does not apply: {exc}") from exc
+    return custom
+
+
+def _artifacts_delta(parent: Sequence[Artifact], artifacts: tuple[Artifact, ...] | None) -> dict[str, Any]:
+    new = artifacts or ()
+    out: dict[str, Any] = {}
+    changed = [
+        [i, a.to_wire()] for i, (p, a) in enumerate(zip(parent, new, strict=False)) if a is not p and a != p
+    ]
+    if changed:
+        out["aset"] = changed
+    if len(new) > len(parent):
+        out["aadd"] = [a.to_wire() for a in new[len(parent) :]]
+    if artifacts is None:
+        out["anull"] = True
+    return out
+
+
+def _apply_artifacts(artifacts: list[Artifact] | None, delta: dict[str, Any]) -> list[Artifact] | None:
+    out = list(artifacts or [])
+    try:
+        for index, artifact in delta.get("aset", ()):
+            out[index] = Artifact.model_validate(artifact)
+    except IndexError as exc:
+        raise _data_loss("artifact delta does not fit its parent") from exc
+    out.extend(Artifact.model_validate(a) for a in delta.get("aadd", ()))
+    return None if delta.get("anull") else out
