@@ -11,7 +11,9 @@ from turnkit import Turnkit
 from turnkit.testing import ProgrammableModel, define_echo_model, define_programmable_model
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-REFERENCE = Path(os.environ.get("TURNKIT_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "reference"
+REFERENCE = (
+    Path(os.environ.get("TURNKIT_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "reference"
+)
 
 
 def require_reference(name: str) -> Path:

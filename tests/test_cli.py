@@ -20,7 +20,9 @@ define_programmable_model(ai)
 """
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [TURNKIT, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )

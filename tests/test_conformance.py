@@ -133,7 +133,9 @@ def build(store: SessionStore) -> tuple[Turnkit, ProgrammableModel]:
 def contains(actual: Any, expected: Any) -> bool:
     """Partial match: dict keys recursively, lists as ordered subsequences, scalars equal."""
     if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(k in actual and contains(actual[k], v) for k, v in expected.items())
+        return isinstance(actual, dict) and all(
+            k in actual and contains(actual[k], v) for k, v in expected.items()
+        )
     if isinstance(expected, list):
         if not isinstance(actual, list):
             return False
@@ -153,8 +155,14 @@ def same_message(actual: Any, expected: dict[str, Any]) -> bool:
     return (
         isinstance(actual, dict)
         and len(actual.get("content", [])) == len(expected.get("content", []))
-        and all(contains(a, e) for a, e in zip(actual.get("content", []), expected.get("content", []), strict=True))
-        and contains({k: v for k, v in actual.items() if k != "content"}, {k: v for k, v in expected.items() if k != "content"})
+        and all(
+            contains(a, e)
+            for a, e in zip(actual.get("content", []), expected.get("content", []), strict=True)
+        )
+        and contains(
+            {k: v for k, v in actual.items() if k != "content"},
+            {k: v for k, v in expected.items() if k != "content"},
+        )
     )
 
 
@@ -182,7 +190,9 @@ def check_output(out: AgentOutput, expected: dict[str, Any]) -> None:
     wire = out.to_wire()
     state = wire.get("state") or {}
     if "message" in expected:
-        assert same_message(wire.get("message"), expected["message"]), f"message {wire.get('message')} != {expected['message']}"
+        assert same_message(wire.get("message"), expected["message"]), (
+            f"message {wire.get('message')} != {expected['message']}"
+        )
     if expected.get("hasSnapshotId"):
         assert wire.get("snapshotId"), wire
     if expected.get("hasSessionId"):

@@ -70,7 +70,10 @@ async def test_tools_described_to_model_and_results_fed_back(ai: Turnkit, pm: Pr
         """Add two integers."""
         return a + b
 
-    pm.responses = [tool_call(("weather", {"city": "Oslo"}, "r1"), ("adder", {"a": 2, "b": 3}, "r2")), text_reply("ok")]
+    pm.responses = [
+        tool_call(("weather", {"city": "Oslo"}, "r1"), ("adder", {"a": 2, "b": 3}, "r2")),
+        text_reply("ok"),
+    ]
     res = await ai.generate("go", tools=["weather", add], config={"temperature": 0})
     defs = {t.name: t for t in pm.requests[0].tools or []}
     assert defs["weather"].description == "Current weather for a city."
@@ -79,7 +82,11 @@ async def test_tools_described_to_model_and_results_fed_back(ai: Turnkit, pm: Pr
     assert pm.requests[0].config == {"temperature": 0}
     tool_msg = pm.requests[1].messages[-1]
     assert tool_msg.role == "tool"
-    assert [(p.tool_response.name, p.tool_response.ref, p.tool_response.output) for p in tool_msg.content if p.tool_response] == [
+    assert [
+        (p.tool_response.name, p.tool_response.ref, p.tool_response.output)
+        for p in tool_msg.content
+        if p.tool_response
+    ] == [
         ("weather", "r1", "sunny in Oslo"),
         ("adder", "r2", 5),
     ]
@@ -202,24 +209,34 @@ def approval_tools(ai: Turnkit) -> dict[str, Any]:
 
 async def interrupted(ai: Turnkit, pm: ProgrammableModel) -> Any:
     pm.responses = [
-        tool_call(("ask_user", {"city": "Rome"}, "q1"), ("lookup", {"city": "Oslo"}, "l1"), ("transfer", {"amount": 5}, "t1"))
+        tool_call(
+            ("ask_user", {"city": "Rome"}, "q1"),
+            ("lookup", {"city": "Oslo"}, "l1"),
+            ("transfer", {"amount": 5}, "t1"),
+        )
     ]
     return await ai.generate("go", tools=["ask_user", "lookup", "transfer"])
 
 
-async def test_interrupts_pause_with_finish_reason(ai: Turnkit, pm: ProgrammableModel, approval_tools: Any) -> None:
+async def test_interrupts_pause_with_finish_reason(
+    ai: Turnkit, pm: ProgrammableModel, approval_tools: Any
+) -> None:
     res = await interrupted(ai, pm)
     assert res.finish_reason == "interrupted"
-    marks = [(p.tool_request.name, (p.metadata or {}).get("interrupt")) for p in res.interrupts if p.tool_request]
+    marks = [
+        (p.tool_request.name, (p.metadata or {}).get("interrupt")) for p in res.interrupts if p.tool_request
+    ]
     assert marks == [("ask_user", True), ("transfer", {"reason": "needs approval"})]
     lookup_part = res.message.content[1]
     assert lookup_part.metadata == {"pendingOutput": "found Oslo"}  # finished tool keeps its output
     assert res.messages[-1] is res.message
 
 
-async def test_resume_with_respond_and_restart(ai: Turnkit, pm: ProgrammableModel, approval_tools: Any) -> None:
+async def test_resume_with_respond_and_restart(
+    ai: Turnkit, pm: ProgrammableModel, approval_tools: Any
+) -> None:
     res = await interrupted(ai, pm)
-    ask, transfer = res.interrupts
+    _ask, transfer = res.interrupts
     pm.responses = [text_reply("all done")]
     final = await ai.generate(
         messages=res.messages,
@@ -232,7 +249,9 @@ async def test_resume_with_respond_and_restart(ai: Turnkit, pm: ProgrammableMode
     assert final.text == "all done"
     assert approval_tools["transfer"] == [{"approved": True}]
     sent = pm.requests[-1].messages
-    assert sent[-2].role == "model" and all(not (p.metadata or {}) for p in sent[-2].content)  # bookkeeping cleared
+    assert sent[-2].role == "model" and all(
+        not (p.metadata or {}) for p in sent[-2].content
+    )  # bookkeeping cleared
     outputs = [(p.tool_response.name, p.tool_response.output) for p in sent[-1].content if p.tool_response]
     assert outputs == [("ask_user", {"answer": "yes"}), ("lookup", "found Oslo"), ("transfer", "moved 5")]
 
@@ -241,10 +260,22 @@ async def test_resume_validation(ai: Turnkit, pm: ProgrammableModel, approval_to
     res = await interrupted(ai, pm)
     respond_ask = {"toolResponse": {"name": "ask_user", "ref": "q1", "output": {}}}
     cases = [
-        ({"respond": [respond_ask, {"toolResponse": {"name": "fake", "ref": "x", "output": 1}}]}, "not found in session history"),
-        ({"respond": [respond_ask], "restart": [{"toolRequest": {"name": "transfer", "ref": "t1", "input": {"amount": 500}}}]}, "modified inputs"),
+        (
+            {"respond": [respond_ask, {"toolResponse": {"name": "fake", "ref": "x", "output": 1}}]},
+            "not found in session history",
+        ),
+        (
+            {
+                "respond": [respond_ask],
+                "restart": [{"toolRequest": {"name": "transfer", "ref": "t1", "input": {"amount": 500}}}],
+            },
+            "modified inputs",
+        ),
         ({"respond": [respond_ask]}, "has no respond or restart entry"),
-        ({"respond": [{"toolResponse": {"name": "lookup", "ref": "l1", "output": "forged"}}]}, "not found in session history"),
+        (
+            {"respond": [{"toolResponse": {"name": "lookup", "ref": "l1", "output": "forged"}}]},
+            "not found in session history",
+        ),
     ]
     for resume, message in cases:
         with pytest.raises(TurnkitError) as err:
@@ -267,7 +298,11 @@ async def test_streaming_model_and_tool_chunks(ai: Turnkit, pm: ProgrammableMode
     )
     stream, response = ai.generate_stream("go", tools=["ping"])
     chunks: list[ModelResponseChunk] = [c async for c in stream]
-    assert [(c.role, c.index, c.text) for c in chunks] == [("tool", 1, ""), ("model", 2, "hello"), ("model", 2, " world")]
+    assert [(c.role, c.index, c.text) for c in chunks] == [
+        ("tool", 1, ""),
+        ("model", 2, "hello"),
+        ("model", 2, " world"),
+    ]
     assert chunks[0].content[0].tool_response and chunks[0].content[0].tool_response.output == "pong"
     assert (await response).text == "hello world"
 

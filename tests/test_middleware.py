@@ -37,7 +37,9 @@ async def test_retry_backs_off_exponentially_then_succeeds() -> None:
     ai = Turnkit()
     calls = flaky(ai, "m", [TurnkitError("UNAVAILABLE", "down"), TimeoutError(), ConnectionError()])
     sleeps = Sleeps()
-    res = await ai.generate("x", model="m", use=[retry(max_retries=3, initial_delay=0.5, jitter=False, sleep=sleeps)])
+    res = await ai.generate(
+        "x", model="m", use=[retry(max_retries=3, initial_delay=0.5, jitter=False, sleep=sleeps)]
+    )
     assert res.text == "m" and len(calls) == 4
     assert sleeps.delays == [0.5, 1.0, 2.0]
 

@@ -75,12 +75,13 @@ def test_roles_and_tool_parts_are_rendered_for_the_chat_template() -> None:
         user("Weather in Oslo?"),
         Message(role="model", content=[call]),
         Message(role="tool", content=[result]),
+        user("Thanks."),
     ]
     out = to_chat_messages(msgs, "Tools: ...")
-    assert [m["role"] for m in out] == ["system", "user", "assistant", "user"]
+    assert [m["role"] for m in out] == ["system", "user", "assistant", "user"]  # roles alternate
     assert out[0]["content"] == "Be brief.\n\nTools: ..."
     assert json.loads(out[2]["content"]) == {"tool": "get_weather", "arguments": {"city": "Oslo"}}
-    assert out[3]["content"] == 'Result of tool get_weather: {"temp_c": 3}'
+    assert out[3]["content"] == 'Result of tool get_weather: {"temp_c": 3}\n\nThanks.'
 
 
 def test_instructions_become_a_system_message_when_there_is_none() -> None:

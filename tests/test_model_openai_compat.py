@@ -41,6 +41,7 @@ from turnkit.models.openai_compat import (
     tool_choice,
 )
 from turnkit.types import (
+    DocumentData,
     Media,
     Message,
     ModelRequest,
@@ -342,15 +343,34 @@ async def test_stream_assembles_text_and_fragmented_tool_calls() -> None:
     assert resp.usage is not None and resp.usage.total_tokens == 11
 
 
-def test_without_key_or_base_url_the_client_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_docs_join_the_system_message() -> None:
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
+            ],
+        }
+    )
+    model, client = scripted_model(completion)
+    msgs = [Message(role="system", content=[Part(text="Be brief.")]), user("Where?")]
+    resp = await model(
+        ModelRequest(messages=msgs, docs=[DocumentData(content=[Part(text="Rome.")])]), ModelContext()
+    )
+    assert client.calls[0]["messages"][0] == {
+        "role": "system",
+        "content": "Be brief.\n\nUse this context:\nRome.",
+    }
+    assert resp.text == "ok" and resp.usage is None
+
+
+async def test_without_key_or_base_url_the_client_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    plugin = OpenAICompat()
-
-    async def make() -> Any:
-        return plugin.client()
-
     with pytest.raises(TurnkitError) as err:
-        asyncio.run(make())
+        OpenAICompat().client()
     assert err.value.status == "FAILED_PRECONDITION"
 
 
@@ -491,13 +511,12 @@ async def test_abort_stops_the_stream_early(model: Model) -> None:
 
 async def test_abort_cancels_a_pending_call(model: Model) -> None:
     ctx = ModelContext()
-    asyncio.get_running_loop().call_later(0.2, ctx.abort_signal.set)
+    asyncio.get_running_loop().call_later(0.1, ctx.abort_signal.set)
     start = time.monotonic()
-    req = ModelRequest(
-        messages=[user("Write a long story about a dragon.")], config={**FAST, "maxOutputTokens": 400}
-    )
-    resp = await model(req, ctx)
-    assert resp.finish_reason == "aborted" and time.monotonic() - start < 1.5
+    # Enough tokens to outlast the abort, few enough not to keep the (serial) server busy for long.
+    story = {**FAST, "maxOutputTokens": 120}
+    resp = await model(ModelRequest(messages=[user("Write a long story about a dragon.")], config=story), ctx)
+    assert resp.finish_reason == "aborted" and time.monotonic() - start < 1.0
 
 
 async def test_unknown_path_is_not_found(server: str) -> None:
@@ -516,7 +535,7 @@ async def test_closed_port_is_unavailable() -> None:
 
 async def test_slow_reply_is_deadline_exceeded(server: str) -> None:
     plugin = OpenAICompat("x", base_url=server, max_retries=0, timeout=0.05)
-    req = ModelRequest(messages=[user("Write a long story.")], config={**FAST, "maxOutputTokens": 200})
+    req = ModelRequest(messages=[user("Write a long story.")], config={**FAST, "maxOutputTokens": 40})
     with pytest.raises(TurnkitError) as err:
         await Model("x/m", plugin.model("m"))(req, ModelContext())
     assert err.value.status == "DEADLINE_EXCEEDED"

@@ -523,6 +523,10 @@ async def test_storage_grows_linearly(case: StoreCase) -> None:
 # --- status watching -------------------------------------------------------------------------------
 
 
+def live(snapshot_id: str, status: str) -> SessionSnapshot:
+    return snap(snapshot_id, status=status, created_at=datetime.now(UTC).isoformat())
+
+
 async def collect(store: LinearSessionStore, snapshot_id: str, out: list[str]) -> None:
     async for status in store.watch_status(snapshot_id):
         out.append(status)
@@ -533,7 +537,9 @@ async def test_watch_status_wakes_on_local_writes(store: LinearSessionStore) -> 
     seen: list[str] = []
     watcher = asyncio.create_task(collect(store, "w", seen))
     await asyncio.sleep(0.01)
-    await put(store, snap("w", status="pending"))
+    await put(store, live("w", "pending"))
+    await asyncio.sleep(0.05)
+    assert seen == ["pending"]
     await store.save_snapshot("w", lambda s: s and s.model_copy(update={"status": "aborted"}))
     await asyncio.wait_for(watcher, 5)
     assert seen == ["pending", "aborted"]
@@ -542,7 +548,7 @@ async def test_watch_status_wakes_on_local_writes(store: LinearSessionStore) -> 
 async def test_watch_status_polls_for_other_writers(case: StoreCase) -> None:
     watcher_store, writer = case.open(poll_interval=0.01), case.open()
     seen: list[str] = []
-    await put(writer, snap("w", status="pending"))
+    await put(writer, live("w", "pending"))
     watcher = asyncio.create_task(collect(watcher_store, "w", seen))
     await asyncio.sleep(0.05)
     await writer.save_snapshot("w", lambda s: s and s.model_copy(update={"status": "completed"}))

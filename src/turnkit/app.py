@@ -52,7 +52,9 @@ class Turnkit:
     @overload
     def tool(self, fn: ToolFn, /) -> Tool: ...
     @overload
-    def tool(self, *, name: str | None = None, description: str | None = None) -> Callable[[ToolFn], Tool]: ...
+    def tool(
+        self, fn: None = None, /, *, name: str | None = None, description: str | None = None
+    ) -> Callable[[ToolFn], Tool]: ...
 
     def tool(
         self, fn: ToolFn | None = None, /, *, name: str | None = None, description: str | None = None
@@ -79,7 +81,9 @@ class Turnkit:
         output_schema: type[BaseModel] | dict[str, Any] | None = None,
     ) -> Tool:
         """Register a tool that always pauses the turn for the client to answer."""
-        t = define_interrupt(name, description=description, input_schema=input_schema, output_schema=output_schema)
+        t = define_interrupt(
+            name, description=description, input_schema=input_schema, output_schema=output_schema
+        )
         self.registry.register("tool", name, t)
         return t
 

@@ -63,7 +63,10 @@ async def _generate(args: argparse.Namespace) -> int:
     ai = _app_of(args)
     model = args.model or os.environ.get("TURNKIT_MODEL") or ai.default_model or LOCAL_DEFAULT_MODEL
     if ai.registry.get("model", model) is None:
-        known = ", ".join(sorted(ai.registry.names("model"))) or "none (install turnkit[local] for the local model)"
+        known = (
+            ", ".join(sorted(ai.registry.names("model")))
+            or "none (install turnkit[local] for the local model)"
+        )
         raise TurnkitError("NOT_FOUND", f"unknown model {model!r}; registered models: {known}")
     config: dict[str, Any] = {}
     if args.max_tokens is not None:
@@ -86,11 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="turnkit", description="Stateful, multi-turn LLM agents.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    gen = sub.add_parser("generate", help="stream a model's answer to a prompt", description="Stream a model's answer to PROMPT.")
+    gen = sub.add_parser(
+        "generate",
+        help="stream a model's answer to a prompt",
+        description="Stream a model's answer to PROMPT.",
+    )
     gen.add_argument("prompt", help="the prompt text")
     gen.add_argument("--model", help=f"model name (default: $TURNKIT_MODEL, else {LOCAL_DEFAULT_MODEL})")
     gen.add_argument("--system", help="a system prompt")
-    gen.add_argument("--app", help="use the Turnkit app at FILE.py:NAME or MODULE:NAME instead of the default")
+    gen.add_argument(
+        "--app", help="use the Turnkit app at FILE.py:NAME or MODULE:NAME instead of the default"
+    )
     gen.add_argument("--max-tokens", type=int, help="maximum tokens to generate")
     gen.add_argument("--temperature", type=float, help="sampling temperature")
     gen.set_defaults(handler=_generate)

@@ -59,7 +59,9 @@ class OutputSpec:
             return cls(schema=output.model_json_schema(), model=output)
         if isinstance(output, dict):
             return cls(schema=output)
-        raise TurnkitError("INVALID_ARGUMENT", f"output must be a Pydantic model class or a JSON schema, not {output!r}")
+        raise TurnkitError(
+            "INVALID_ARGUMENT", f"output must be a Pydantic model class or a JSON schema, not {output!r}"
+        )
 
     def parse(self, text: str) -> Any:
         """Parse the model's text as JSON (fenced or bare) and validate it against the schema."""
@@ -71,7 +73,9 @@ class OutputSpec:
             try:
                 return self.model.model_validate(value)
             except ValidationError as exc:
-                raise TurnkitError("INVALID_ARGUMENT", f"model output does not match the schema: {exc}") from exc
+                raise TurnkitError(
+                    "INVALID_ARGUMENT", f"model output does not match the schema: {exc}"
+                ) from exc
         if self.schema is not None:
             _validate_json_schema(value, self.schema)
         return value
@@ -90,7 +94,9 @@ def _validate_json_schema(value: Any, schema: dict[str, Any]) -> None:
     try:
         jsonschema.validate(value, schema)
     except jsonschema.ValidationError as exc:
-        raise TurnkitError("INVALID_ARGUMENT", f"model output does not match the schema: {exc.message}") from exc
+        raise TurnkitError(
+            "INVALID_ARGUMENT", f"model output does not match the schema: {exc.message}"
+        ) from exc
 
 
 @dataclass
@@ -301,7 +307,9 @@ async def generate(
             history.append(paused)
             return GenerateResponse(paused, history, "interrupted", None, usage, request, spec)
         history.append(msg)
-        tool_msg = Message(role="tool", content=[_response_part(p, out) for p, out in zip(requests, results, strict=True)])
+        tool_msg = Message(
+            role="tool", content=[_response_part(p, out) for p, out in zip(requests, results, strict=True)]
+        )
         history.append(tool_msg)
         if on_chunk is not None:
             on_chunk(ModelResponseChunk(role="tool", index=index, content=tool_msg.content))
@@ -341,7 +349,9 @@ def _add_output_instruction(history: list[Message], spec: OutputSpec) -> None:
     for i in range(len(history) - 1, -1, -1):
         if history[i].role == "user":
             msg = history[i]
-            history[i] = Message(role="user", content=[*msg.content, _output_instruction(spec)], metadata=msg.metadata)
+            history[i] = Message(
+                role="user", content=[*msg.content, _output_instruction(spec)], metadata=msg.metadata
+            )
             return
 
 
@@ -378,7 +388,7 @@ async def _run_tools(requests: list[Part], tools: dict[str, Tool], ctx: ToolCont
         return [await _run_tool(requests[0], tools, ctx)]
     tasks = [asyncio.ensure_future(_run_tool(p, tools, ctx)) for p in requests]
     try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in pending:
             task.cancel()
         return [t.result() for t in tasks]  # raises the first failure
@@ -412,23 +422,34 @@ def _mark_interrupts(msg: Message, requests: list[Part], results: list[Any]) -> 
     return Message(role=msg.role, content=content, metadata=msg.metadata)
 
 
-async def _resume(resume: Resume, history: list[Message], tools: dict[str, Tool], ctx: ToolContext) -> Message | None:
+async def _resume(
+    resume: Resume, history: list[Message], tools: dict[str, Tool], ctx: ToolContext
+) -> Message | None:
     """Answer the interrupts of the last model message; append the tool message to `history`.
 
     Returns the re-marked model message when a restarted tool interrupts again, else None.
     """
     last = history[-1] if history else None
     if last is None or last.role != "model" or not last.tool_requests:
-        raise TurnkitError("INVALID_ARGUMENT", "nothing to resume: the last message has no pending tool requests")
+        raise TurnkitError(
+            "INVALID_ARGUMENT", "nothing to resume: the last message has no pending tool requests"
+        )
     requests = last.tool_requests
-    respond = {(p.tool_response.name, p.tool_response.ref): p for p in resume.respond or () if p.tool_response}
+    respond = {
+        (p.tool_response.name, p.tool_response.ref): p for p in resume.respond or () if p.tool_response
+    }
     restart = {(p.tool_request.name, p.tool_request.ref): p for p in resume.restart or () if p.tool_request}
     if len(respond) != len(resume.respond or ()) or len(restart) != len(resume.restart or ()):
-        raise TurnkitError("INVALID_ARGUMENT", "resume entries must be toolResponse (respond) / toolRequest (restart) parts, one per tool request")
+        raise TurnkitError(
+            "INVALID_ARGUMENT",
+            "resume entries must be toolResponse (respond) / toolRequest (restart) parts, one per tool request",
+        )
     pending = {(p.tool_request.name, p.tool_request.ref): p for p in requests if p.tool_request}
     for key in [*respond, *restart]:
         if key not in pending or "interrupt" not in (pending[key].metadata or {}):
-            raise TurnkitError("INVALID_ARGUMENT", f"tool request {key[0]!r} (ref {key[1]!r}) not found in session history")
+            raise TurnkitError(
+                "INVALID_ARGUMENT", f"tool request {key[0]!r} (ref {key[1]!r}) not found in session history"
+            )
 
     results: list[Any] = []
     for part in requests:
@@ -441,13 +462,18 @@ async def _resume(resume: Resume, history: list[Message], tools: dict[str, Tool]
         elif key in restart:
             new = restart[key]
             if new.tool_request.input != req.input:  # type: ignore[union-attr]
-                raise TurnkitError("INVALID_ARGUMENT", f"restart of tool {req.name!r} (ref {req.ref!r}) has modified inputs")
+                raise TurnkitError(
+                    "INVALID_ARGUMENT", f"restart of tool {req.name!r} (ref {req.ref!r}) has modified inputs"
+                )
             resumed = (new.metadata or {}).get("resumed", True)
             results.append(await _run_tool(part, tools, ToolContext(context=ctx.context, resumed=resumed)))
         elif "pendingOutput" in meta:
             results.append(meta["pendingOutput"])
         elif "interrupt" in meta:
-            raise TurnkitError("INVALID_ARGUMENT", f"interrupt of tool {req.name!r} (ref {req.ref!r}) has no respond or restart entry")
+            raise TurnkitError(
+                "INVALID_ARGUMENT",
+                f"interrupt of tool {req.name!r} (ref {req.ref!r}) has no respond or restart entry",
+            )
         else:
             results.append(await _run_tool(part, tools, ctx))
     if any(isinstance(r, Interrupt) for r in results):
@@ -456,7 +482,11 @@ async def _resume(resume: Resume, history: list[Message], tools: dict[str, Tool]
         history[-1] = again
         return again
     history[-1] = _clear_marks(last)
-    history.append(Message(role="tool", content=[_response_part(p, out) for p, out in zip(requests, results, strict=True)]))
+    history.append(
+        Message(
+            role="tool", content=[_response_part(p, out) for p, out in zip(requests, results, strict=True)]
+        )
+    )
     return None
 
 
@@ -470,4 +500,3 @@ def _clear_marks(msg: Message) -> Message:
             part = part.model_copy(update={"metadata": rest or None})
         content.append(part)
     return Message(role=msg.role, content=content, metadata=msg.metadata)
-

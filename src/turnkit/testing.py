@@ -104,7 +104,11 @@ def define_echo_model(ai: Turnkit, name: str = "echoModel") -> Model:
         text = f"Echo: {last.text if last else ''}"
         if ctx.is_streaming:
             for i, word in enumerate(text.split(" ")):
-                ctx.send_chunk(ModelResponseChunk(role="model", index=0, content=[Part(text=word if i == 0 else f" {word}")]))
+                ctx.send_chunk(
+                    ModelResponseChunk(
+                        role="model", index=0, content=[Part(text=word if i == 0 else f" {word}")]
+                    )
+                )
         return ModelResponse(message=Message(role="model", content=[Part(text=text)]), finish_reason="stop")
 
     return ai.define_model(name=name, fn=echo, info=ModelInfo(label="Echo test model"))

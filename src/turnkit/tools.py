@@ -20,7 +20,7 @@ from turnkit.types import ToolDefinition
 __all__ = ["Interrupt", "Tool", "ToolContext", "ToolInputError", "define_interrupt", "tool_from_function"]
 
 
-class Interrupt(Exception):  # noqa: N818 - it is a signal, not an error
+class Interrupt(Exception):
     """Raised by a tool to pause the turn and ask the client for input; `data` reaches the client."""
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
@@ -126,9 +126,7 @@ class Tool:
         return f"Tool({self.name!r})"
 
 
-def tool_from_function(
-    fn: ToolFn, *, name: str | None = None, description: str | None = None
-) -> Tool:
+def tool_from_function(fn: ToolFn, *, name: str | None = None, description: str | None = None) -> Tool:
     """Build a Tool from a function's signature, type hints and docstring."""
     sig = inspect.signature(fn)
     hints = get_type_hints(fn)
@@ -149,7 +147,7 @@ def tool_from_function(
         input_model, style = None, "none"
     output_schema = None
     ret = hints.get("return")
-    if _is_model(ret):
+    if isinstance(ret, type) and issubclass(ret, BaseModel):
         output_schema = ret.model_json_schema()
     tool_name = name or fn.__name__
     return Tool(

@@ -67,7 +67,7 @@ class Agent:
 
     @property
     def state_management(self) -> Literal["server", "client"]:
-        """"server" when a store keeps the sessions (clients hold snapshot ids), else "client"."""
+        """ "server" when a store keeps the sessions (clients hold snapshot ids), else "client"."""
         return "server" if self.store is not None else "client"
 
     @property
@@ -136,7 +136,9 @@ class Agent:
 
     def _require_store(self, what: str) -> SessionStore:
         if self.store is None:
-            raise TurnkitError("FAILED_PRECONDITION", f"agent {self.name!r} is client-managed (no store); it has no {what}")
+            raise TurnkitError(
+                "FAILED_PRECONDITION", f"agent {self.name!r} is client-managed (no store); it has no {what}"
+            )
         return self.store
 
     async def get_snapshot(
@@ -155,7 +157,9 @@ class Agent:
             snap = snap.model_copy(update={"state": self.state_transform(snap.state)})
         return snap
 
-    async def abort(self, snapshot_id: str, *, context: Mapping[str, Any] | None = None) -> SnapshotStatus | None:
+    async def abort(
+        self, snapshot_id: str, *, context: Mapping[str, Any] | None = None
+    ) -> SnapshotStatus | None:
         """Abort the turn writing `snapshot_id`; returns its status before (None if there is none).
 
         Only a `pending` snapshot changes (to `aborted`); the turn stops wherever it runs.
@@ -169,7 +173,9 @@ class Agent:
                 return None
             from turnkit.agents.runner import now_iso
 
-            return existing.model_copy(update={"status": "aborted", "finish_reason": "aborted", "updated_at": now_iso()})
+            return existing.model_copy(
+                update={"status": "aborted", "finish_reason": "aborted", "updated_at": now_iso()}
+            )
 
         await store.save_snapshot(snapshot_id, flip, context=context)
         local = self._background.get(snapshot_id)
@@ -218,8 +224,16 @@ class Agent:
         """A chat continuing an existing session or snapshot; NOT_FOUND when it does not exist."""
         snap = await self.get_snapshot(snapshot_id, session_id=session_id, context=context)
         if snap is None:
-            raise TurnkitError("NOT_FOUND", f"no snapshot for {'session ' + repr(session_id) if session_id else repr(snapshot_id)}")
-        chat = self.chat(session_id=session_id, snapshot_id=snapshot_id or snap.snapshot_id, context=context, prompt_input=prompt_input)
+            raise TurnkitError(
+                "NOT_FOUND",
+                f"no snapshot for {'session ' + repr(session_id) if session_id else repr(snapshot_id)}",
+            )
+        chat = self.chat(
+            session_id=session_id,
+            snapshot_id=snapshot_id or snap.snapshot_id,
+            context=context,
+            prompt_input=prompt_input,
+        )
         chat.loaded = snap
         return chat
 
@@ -235,9 +249,7 @@ def generate_turn(ai: Turnkit, options: TurnOptions) -> AgentFn:
             history = await sess.get_messages()
             kwargs = await options(history, ctx)
             sent: list[Message] = kwargs["messages"]
-            response = await ai.generate(
-                **kwargs, resume=item.resume, model_context=turn.model_context()
-            )
+            response = await ai.generate(**kwargs, resume=item.resume, model_context=turn.model_context())
             await _sync_history(sess.session, history, sent, response.messages)
             return response
 
@@ -247,7 +259,9 @@ def generate_turn(ai: Turnkit, options: TurnOptions) -> AgentFn:
     return agent_fn
 
 
-async def _sync_history(session: Session, history: list[Message], sent: list[Message], result: list[Message]) -> None:
+async def _sync_history(
+    session: Session, history: list[Message], sent: list[Message], result: list[Message]
+) -> None:
     """Store what generate added to the history, appending when the old history is untouched."""
     if history:
         start = next((i for i, m in enumerate(sent) if m is history[0]), None)
@@ -259,7 +273,7 @@ async def _sync_history(session: Session, history: list[Message], sent: list[Mes
             start += 1
     tail = result[start:]
     if len(tail) >= len(history) and all(a is b or a == b for a, b in zip(tail, history, strict=False)):
-        await session.add_messages(tail[len(history):])
+        await session.add_messages(tail[len(history) :])
     else:  # generate rewrote history (e.g. a resumed interrupt): store it whole
         await session.set_messages(tail)
 

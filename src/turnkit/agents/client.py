@@ -72,7 +72,9 @@ class AgentTransport(Protocol):
         """Stop the turn this transport is running, if any."""
         ...
 
-    async def get_snapshot(self, *, snapshot_id: str | None = None, session_id: str | None = None) -> SessionSnapshot | None:
+    async def get_snapshot(
+        self, *, snapshot_id: str | None = None, session_id: str | None = None
+    ) -> SessionSnapshot | None:
         """A snapshot by id, or a session's latest."""
         ...
 
@@ -84,7 +86,9 @@ class AgentTransport(Protocol):
 class LocalTransport:
     """The in-process transport: runs the agent in this process."""
 
-    def __init__(self, agent: Agent, *, context: Mapping[str, Any] | None = None, prompt_input: Any = None) -> None:
+    def __init__(
+        self, agent: Agent, *, context: Mapping[str, Any] | None = None, prompt_input: Any = None
+    ) -> None:
         self.agent = agent
         self.context = dict(context or {})
         self.prompt_input = prompt_input
@@ -116,7 +120,9 @@ class LocalTransport:
         if self._conn is not None:
             self._conn.abort_turn()
 
-    async def get_snapshot(self, *, snapshot_id: str | None = None, session_id: str | None = None) -> SessionSnapshot | None:
+    async def get_snapshot(
+        self, *, snapshot_id: str | None = None, session_id: str | None = None
+    ) -> SessionSnapshot | None:
         """A snapshot from the agent's store."""
         return await self.agent.get_snapshot(snapshot_id, session_id=session_id, context=self.context)
 
@@ -138,11 +144,16 @@ class AgentInterrupt:
 
     def respond(self, output: Any, *, metadata: dict[str, Any] | None = None) -> Part:
         """A tool response that answers this interrupt with `output` (for `resume(respond=...)`)."""
-        return Part(tool_response=ToolResponse(name=self.name, ref=self.ref, output=output), metadata=metadata)
+        return Part(
+            tool_response=ToolResponse(name=self.name, ref=self.ref, output=output), metadata=metadata
+        )
 
     def restart(self, resumed: Any = True) -> Part:
         """The same tool request, to run the tool again with `resumed` metadata (for `resume(restart=...)`)."""
-        return Part(tool_request=ToolRequest(name=self.name, ref=self.ref, input=self.input), metadata={"resumed": resumed})
+        return Part(
+            tool_request=ToolRequest(name=self.name, ref=self.ref, input=self.input),
+            metadata={"resumed": resumed},
+        )
 
     def __repr__(self) -> str:
         return f"AgentInterrupt({self.name!r}, ref={self.ref!r})"
@@ -237,7 +248,9 @@ class TurnChunk:
     @property
     def tool_requests(self) -> list[Part]:
         """Tool requests in this chunk's model content."""
-        return [p for p in (self.chunk.model_chunk.content if self.chunk.model_chunk else []) if p.tool_request]
+        return [
+            p for p in (self.chunk.model_chunk.content if self.chunk.model_chunk else []) if p.tool_request
+        ]
 
     @property
     def turn_end(self) -> bool:
@@ -293,7 +306,7 @@ class DetachedTask:
         """The snapshot as it is now (status pending, completed, failed, aborted or expired)."""
         return await self._transport.get_snapshot(snapshot_id=self.snapshot_id)
 
-    async def wait(self, *, timeout: float = 60.0, interval: float = 0.05) -> SessionSnapshot:
+    async def wait(self, *, timeout: float = 60.0, interval: float = 0.05) -> SessionSnapshot:  # noqa: ASYNC109 - a polling deadline, not a cancel scope
         """Poll until the snapshot is no longer pending; DEADLINE_EXCEEDED after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
@@ -301,7 +314,9 @@ class DetachedTask:
             if snap is not None and snap.status != "pending":
                 return snap
             if time.monotonic() >= deadline:
-                raise TurnkitError("DEADLINE_EXCEEDED", f"snapshot {self.snapshot_id!r} still pending after {timeout}s")
+                raise TurnkitError(
+                    "DEADLINE_EXCEEDED", f"snapshot {self.snapshot_id!r} still pending after {timeout}s"
+                )
             await asyncio.sleep(interval)
 
     async def abort(self) -> SnapshotStatus | None:
@@ -323,9 +338,15 @@ class AgentChat:
         self.transport = transport
         server = transport.state_management == "server"
         if state is not None and server:
-            raise TurnkitError("FAILED_PRECONDITION", "Cannot send 'state' to a server-managed agent; use session_id or snapshot_id")
+            raise TurnkitError(
+                "FAILED_PRECONDITION",
+                "Cannot send 'state' to a server-managed agent; use session_id or snapshot_id",
+            )
         if not server and (session_id or snapshot_id):
-            raise TurnkitError("FAILED_PRECONDITION", "Cannot use 'sessionId' or 'snapshotId' with a client-managed agent; pass state")
+            raise TurnkitError(
+                "FAILED_PRECONDITION",
+                "Cannot use 'sessionId' or 'snapshotId' with a client-managed agent; pass state",
+            )
         self.session_id = session_id
         self.snapshot_id = snapshot_id
         self._by_session = session_id is not None and snapshot_id is None
@@ -346,7 +367,11 @@ class AgentChat:
         def sink(chunk: AgentStreamChunk) -> None:
             if chunk.custom_patch is not None:
                 ops = [op.to_wire() for op in chunk.custom_patch]
-                self.custom = jsonpatch.apply_patch(self.custom, ops) if self.custom is not None or ops[0]["path"] else ops[0].get("value")
+                self.custom = (
+                    jsonpatch.apply_patch(self.custom, ops)
+                    if self.custom is not None or ops[0]["path"]
+                    else ops[0].get("value")
+                )
             if on_chunk is not None:
                 on_chunk(chunk)
 
@@ -376,15 +401,22 @@ class AgentChat:
         """Send one turn and stream it."""
         return AgentTurn(self, _as_input(message))
 
-    async def resume(self, *, respond: Sequence[Part | dict[str, Any]] = (), restart: Sequence[Part | dict[str, Any]] = ()) -> AgentResponse:
+    async def resume(
+        self, *, respond: Sequence[Part | dict[str, Any]] = (), restart: Sequence[Part | dict[str, Any]] = ()
+    ) -> AgentResponse:
         """Answer the last turn's interrupts: `respond` with tool responses, `restart` with tool requests."""
-        resume = Resume(respond=[Part.from_wire(p) for p in respond] or None, restart=[Part.from_wire(p) for p in restart] or None)
+        resume = Resume(
+            respond=[Part.from_wire(p) for p in respond] or None,
+            restart=[Part.from_wire(p) for p in restart] or None,
+        )
         return await self._turn(AgentInput(resume=resume), None)
 
     async def detach(self, message: str | Message | AgentInput | dict[str, Any]) -> DetachedTask:
         """Send one turn to run in the background; returns a handle to poll, wait for, or abort it."""
         if self.transport.state_management != "server":
-            raise TurnkitError("FAILED_PRECONDITION", "only a server-managed agent (with a store) can run detached turns")
+            raise TurnkitError(
+                "FAILED_PRECONDITION", "only a server-managed agent (with a store) can run detached turns"
+            )
         item = _as_input(message).model_copy(update={"detach": True})
         result = await self.transport.run_turn(self._init(), item, None)
         if result.output.session_id:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -118,10 +119,8 @@ class AgentConnection:
         if self._inv.detached:
             return
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
-        except (asyncio.CancelledError, Exception):
-            pass
 
     def abort_turn(self) -> None:
         """Abort the running turn; it ends with finish reason `aborted`."""

@@ -63,7 +63,7 @@ class AgentResult:
     finish_reason: AgentFinishReason | None = None
 
 
-class _Detach(Exception):  # noqa: N818 - internal control flow
+class _Detach(Exception):
     """Raised inside `run` when the client detached: the invocation answers and stops reading inputs."""
 
 
@@ -122,13 +122,17 @@ class AgentSession:
         """The default result: the last model message and all artifacts."""
         messages = await self.session.get_messages()
         last = next((m for m in reversed(messages) if m.role == "model"), self.last_message)
-        return AgentResult(message=last, artifacts=await self.session.get_artifacts(), finish_reason=self.finish_reason)
+        return AgentResult(
+            message=last, artifacts=await self.session.get_artifacts(), finish_reason=self.finish_reason
+        )
 
 
 class Invocation:
     """One invocation of an agent (a bidi connection): resolves init, runs turns, produces the output."""
 
-    def __init__(self, agent: Agent, init: AgentInit, *, ctx: AgentContext, emit: Callable[[AgentStreamChunk], None]) -> None:
+    def __init__(
+        self, agent: Agent, init: AgentInit, *, ctx: AgentContext, emit: Callable[[AgentStreamChunk], None]
+    ) -> None:
         self.agent = agent
         self.init = init
         self.ctx = ctx
@@ -152,7 +156,9 @@ class Invocation:
         """Queue an input; a detach request applies to the running or next turn at once."""
         if item.detach:
             if self.agent.store is None:
-                raise TurnkitError("FAILED_PRECONDITION", f"agent {self.agent.name!r} has no session store; it cannot detach")
+                raise TurnkitError(
+                    "FAILED_PRECONDITION", f"agent {self.agent.name!r} has no session store; it cannot detach"
+                )
             self._detach_requested = True
             if item.message is None and item.resume is None:
                 if self._current_turn is not None:
@@ -206,15 +212,24 @@ class Invocation:
         name = agent.name
         if store is None:
             if init.session_id:
-                raise TurnkitError("FAILED_PRECONDITION", f"Cannot use 'sessionId' with agent {name!r}: it is client-managed (no store); send 'state' instead")
+                raise TurnkitError(
+                    "FAILED_PRECONDITION",
+                    f"Cannot use 'sessionId' with agent {name!r}: it is client-managed (no store); send 'state' instead",
+                )
             if init.snapshot_id:
-                raise TurnkitError("FAILED_PRECONDITION", f"Cannot use 'snapshotId' with agent {name!r}: it is client-managed (no store); send 'state' instead")
+                raise TurnkitError(
+                    "FAILED_PRECONDITION",
+                    f"Cannot use 'snapshotId' with agent {name!r}: it is client-managed (no store); send 'state' instead",
+                )
             state = init.state or SessionState()
             session_id = state.session_id or str(uuid.uuid4())
             self.session = self._new_session(session_id, state)
             return self.session
         if init.state is not None:
-            raise TurnkitError("FAILED_PRECONDITION", f"Cannot send 'state' to agent {name!r}: it is server-managed; send 'snapshotId' or 'sessionId'")
+            raise TurnkitError(
+                "FAILED_PRECONDITION",
+                f"Cannot send 'state' to agent {name!r}: it is server-managed; send 'snapshotId' or 'sessionId'",
+            )
         context = self.ctx.context
         if init.snapshot_id:
             snap = await store.get_snapshot(snapshot_id=init.snapshot_id, context=context)
@@ -222,9 +237,15 @@ class Invocation:
                 raise TurnkitError("NOT_FOUND", f"snapshot {init.snapshot_id!r} not found")
             owner = snap.session_id or (snap.state.session_id if snap.state else None)
             if init.session_id and owner != init.session_id:
-                raise TurnkitError("INVALID_ARGUMENT", f"snapshot {init.snapshot_id!r} does not belong to session {init.session_id!r}")
+                raise TurnkitError(
+                    "INVALID_ARGUMENT",
+                    f"snapshot {init.snapshot_id!r} does not belong to session {init.session_id!r}",
+                )
             if snap.status not in (None, "completed"):
-                raise TurnkitError("FAILED_PRECONDITION", f"snapshot {init.snapshot_id!r} is {snap.status}; only completed snapshots can be resumed")
+                raise TurnkitError(
+                    "FAILED_PRECONDITION",
+                    f"snapshot {init.snapshot_id!r} is {snap.status}; only completed snapshots can be resumed",
+                )
             self.snapshot_id = snap.snapshot_id
             self.session = self._new_session(owner or str(uuid.uuid4()), snap.state or SessionState())
             return self.session
@@ -239,7 +260,9 @@ class Invocation:
         self.session = self._new_session(str(uuid.uuid4()), SessionState())
         return self.session
 
-    async def _latest_completed(self, store: SessionStore, session_id: str, context: Mapping[str, Any]) -> SessionSnapshot | None:
+    async def _latest_completed(
+        self, store: SessionStore, session_id: str, context: Mapping[str, Any]
+    ) -> SessionSnapshot | None:
         """The session's head, walking back through parents past pending, failed or aborted turns."""
         snap = await store.get_snapshot(session_id=session_id, context=context)
         while snap is not None and snap.status not in (None, "completed"):
@@ -265,7 +288,10 @@ class Invocation:
                 ops = [JsonPatchOperation(op="replace", path="", value=event.new)]
                 turn._patched = True  # type: ignore[attr-defined]
             else:
-                ops = [JsonPatchOperation.model_validate(op) for op in jsonpatch.make_patch(event.old, event.new).patch]
+                ops = [
+                    JsonPatchOperation.model_validate(op)
+                    for op in jsonpatch.make_patch(event.old, event.new).patch
+                ]
                 if not ops:
                     return
             self._emit(AgentStreamChunk(custom_patch=ops))
@@ -341,6 +367,7 @@ class Invocation:
         watch = getattr(store, "watch_status", None)
         if watch is None:
             await asyncio.Event().wait()  # a store without notifications: local aborts only
+            return
         async for status in watch(turn.snapshot_id, context=self.ctx.context):
             if status == "aborted":
                 return
@@ -380,7 +407,14 @@ class Invocation:
 
     # --- snapshots -----------------------------------------------------------------------------
 
-    async def _save(self, turn: TurnContext, *, status: str, finish_reason: AgentFinishReason, error: TurnkitError | None = None) -> None:
+    async def _save(
+        self,
+        turn: TurnContext,
+        *,
+        status: str,
+        finish_reason: AgentFinishReason,
+        error: TurnkitError | None = None,
+    ) -> None:
         """Write the turn's snapshot. Attached failures and aborts write nothing: the last good one stands."""
         store = self.agent.store
         if store is None or turn.snapshot_id is None:
@@ -432,11 +466,17 @@ class Invocation:
             state=state,
         )
         try:
-            await store.save_snapshot(turn.snapshot_id, lambda existing: pending if existing is None else None, context=self.ctx.context)
+            await store.save_snapshot(
+                turn.snapshot_id,
+                lambda existing: pending if existing is None else None,
+                context=self.ctx.context,
+            )
         finally:
             if not self._early.done():
                 self._early.set_result(
-                    AgentOutput(session_id=state.session_id, snapshot_id=turn.snapshot_id, finish_reason="detached")
+                    AgentOutput(
+                        session_id=state.session_id, snapshot_id=turn.snapshot_id, finish_reason="detached"
+                    )
                 )
         self._detached_event.set()
         self.agent.track_background(turn, self.ctx.context)
@@ -475,7 +515,9 @@ def _finish_of(outcome: Any) -> AgentFinishReason | None:
     return reason if isinstance(reason, str) else None  # type: ignore[return-value]
 
 
-async def heartbeat(store: SessionStore, snapshot_id: str, interval: float, context: Mapping[str, Any]) -> None:
+async def heartbeat(
+    store: SessionStore, snapshot_id: str, interval: float, context: Mapping[str, Any]
+) -> None:
     """Refresh a pending snapshot's heartbeat every `interval` seconds until cancelled or terminal."""
 
     def beat(existing: SessionSnapshot | None) -> SessionSnapshot | None:

@@ -13,7 +13,7 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from turnkit.types import ModelRequest, ModelResponse, ModelResponseChunk
 
@@ -109,7 +109,7 @@ class Model:
             assert inspect.isawaitable(result)
             response = await result
         else:
-            response = await asyncio.to_thread(self.fn, request, ctx)
+            response = await asyncio.to_thread(cast(Callable[..., Any], self.fn), request, ctx)
             if inspect.isawaitable(response):  # a sync callable that returned a coroutine
                 response = await response
         if not isinstance(response, ModelResponse):

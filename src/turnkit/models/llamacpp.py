@@ -112,10 +112,14 @@ def _render_part(part: Part) -> str:
 
 def to_chat_messages(messages: list[Message], instructions: str = "") -> list[dict[str, str]]:
     """Turnkit messages as chat-template messages; `instructions` join the (first) system message."""
-    out = [
-        {"role": _ROLES[m.role], "content": "\n".join(t for t in map(_render_part, m.content) if t)}
-        for m in messages
-    ]
+    out: list[dict[str, str]] = []
+    for m in messages:
+        role, text = _ROLES[m.role], "\n".join(t for t in map(_render_part, m.content) if t)
+        if out and out[-1]["role"] == role:
+            # Merged, because some chat templates insist that roles alternate.
+            out[-1]["content"] = f"{out[-1]['content']}\n\n{text}"
+        else:
+            out.append({"role": role, "content": text})
     if instructions:
         if out and out[0]["role"] == "system":
             out[0]["content"] = f"{out[0]['content']}\n\n{instructions}".strip()
@@ -276,7 +280,8 @@ def _close_engines() -> None:
 
 
 def _engine(path: Path | None, n_ctx: int, options: dict[str, Any]) -> _Engine:
-    """The shared engine of a file: every model naming the same file and context size shares it."""
+    """The shared engine of a file: models naming the same file and context size share it (and the
+    `llama_options` of the first one)."""
     key = (str(path.resolve()) if path else "<default>", n_ctx)
     with _engines_lock:
         if key not in _engines:
@@ -329,13 +334,17 @@ class LlamaCppModel:
         finally:
             self.engine.lock.release()
 
-        part = parse_tool_choice(text) if protocol else Part(text=text)
-        if protocol:  # the raw JSON was not streamed; send the decoded part as one chunk
-            ctx.send_chunk(ModelResponseChunk(role="model", index=0, content=[part]))
+        content = [parse_tool_choice(text) if protocol else Part(text=text)]
+        if protocol and finish == "aborted":
+            content = []  # half a tool call is neither a call nor an answer
+        elif protocol:  # the raw JSON was not streamed; send the decoded part as one chunk
+            ctx.send_chunk(ModelResponseChunk(role="model", index=0, content=content))
         usage = GenerationUsage(
             input_tokens=len(prompt), output_tokens=out_tokens, total_tokens=len(prompt) + out_tokens
         )
-        return ModelResponse(message=Message(role="model", content=[part]), finish_reason=finish, usage=usage)
+        return ModelResponse(
+            message=Message(role="model", content=content), finish_reason=finish, usage=usage
+        )
 
     def _constraints(
         self, request: ModelRequest, tools: list[ToolDefinition] | None, allow_text: bool

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from turnkit.errors import TurnkitError
 from turnkit.models import ModelContext, ModelInfo
 from turnkit.types import (
+    DocumentData,
     FinishReason,
     GenerationUsage,
     Message,
@@ -136,6 +137,16 @@ def to_openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
         else:
             out.append({"role": "user", "content": _user_content(m.content)})
     return out
+
+
+def _with_context(messages: list[dict[str, Any]], docs: list[DocumentData]) -> list[dict[str, Any]]:
+    """Documents given as context, added to the system message (one system message suits all servers)."""
+    if not docs:
+        return messages
+    context = "Use this context:\n" + "\n\n".join(Message(role="user", content=d.content).text for d in docs)
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{context}"}, *messages[1:]]
+    return [{"role": "system", "content": context}, *messages]
 
 
 def to_openai_tools(tools: Sequence[ToolDefinition]) -> list[dict[str, Any]]:
@@ -288,11 +299,13 @@ class OpenAICompatModel:
 
     async def __call__(self, request: ModelRequest, ctx: ModelContext) -> ModelResponse:
         """Run one chat completion, streaming when the caller streams."""
+        from openai import OpenAIError  # the SDK is an optional extra: imported on use
+
         named, extra = config_params(request.config)
         cfg = request.config if isinstance(request.config, Mapping) else {}
         kwargs: dict[str, Any] = {
             "model": cfg.get("version") or self.model_id,
-            "messages": to_openai_messages(request.messages),
+            "messages": _with_context(to_openai_messages(request.messages), request.docs or []),
             **named,
         }
         if request.tools and request.tool_choice != "none":
@@ -303,8 +316,6 @@ class OpenAICompatModel:
             kwargs["response_format"] = fmt
         if extra:
             kwargs["extra_body"] = extra
-        from openai import OpenAIError
-
         completions = self.client().chat.completions
         try:
             if ctx.is_streaming:

@@ -16,7 +16,7 @@ over with one log holding a full copy (only deep branching ever pays that).
 A record's JSON (format version 1):
     {"v": 1, "srev": n, "meta": <SessionSnapshot wire fields but state>, "state": null | S}
 `srev` counts rewrites of the snapshot's state. S is
-    {"sid": session id of the state (omitted when None), "msgs": segments | null, "depth": d, ...}
+    {"msgs": segments | null, "depth": d, "sid": state's session id (omitted when it is the snapshot's), ...}
 with, for a checkpoint (d == 0), `"custom": value, "arts": [artifact, ...] | null`, and for a delta
 from the parent (0 < d < K), `"base": parent id, "psrev": the parent's srev`, the custom change as
 `"cpatch": [RFC 6902 ops]` or `"cval": value` (neither: unchanged), and the artifact change as
@@ -32,7 +32,7 @@ import contextlib
 import copy
 import json
 import random
-import uuid
+import secrets
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -327,7 +327,10 @@ class LinearSessionStore(SessionStoreBase):
             return None
         rev, record = got
         state = record["state"]
-        node = None if state is None else await self._materialize(tenant, key, record["srev"], state)
+        node = None
+        if state is not None:
+            sid = state["sid"] if "sid" in state else record["meta"].get("sessionId")
+            node = await self._materialize(tenant, key, record["srev"], state, sid)
         return _Loaded(rev, record["srev"], record["meta"], state, node)
 
     async def _state_at(self, tenant: str, key: str, srev: int) -> dict[str, Any]:
@@ -339,7 +342,9 @@ class LinearSessionStore(SessionStoreBase):
                 return state
         raise _data_loss(f"snapshot {key!r} at state revision {srev} is missing")
 
-    async def _materialize(self, tenant: str, key: str, srev: int, state: dict[str, Any]) -> _Node:
+    async def _materialize(
+        self, tenant: str, key: str, srev: int, state: dict[str, Any], session_id: str | None
+    ) -> _Node:
         hit = self._cached(tenant, key, srev)
         if hit is not None:
             return hit
@@ -371,7 +376,7 @@ class LinearSessionStore(SessionStoreBase):
         node = _Node(
             srev=srev,
             depth=state["depth"],
-            session_id=state.get("sid"),
+            session_id=session_id,
             segments=segments,
             messages=await self._read_messages(tenant, segments, hint),
             custom=custom,
@@ -505,7 +510,7 @@ class LinearSessionStore(SessionStoreBase):
         custom_text = _dumps(custom)
         artifacts = None if state.artifacts is None else tuple(state.artifacts)
         raw: dict[str, Any] = {"msgs": None if segments is None else [list(s) for s in segments]}
-        if state.session_id is not None:
+        if state.session_id != snapshot.session_id:  # usually equal: then the record's meta says it
             raw["sid"] = state.session_id
         if (
             parent is None
@@ -560,10 +565,12 @@ class LinearSessionStore(SessionStoreBase):
         return appended
 
     async def _new_log(self, tenant: str, entries: list[str]) -> tuple[str, int]:
-        log = uuid.uuid4().hex
-        if not await self._append(tenant, log, 0, entries):
-            raise TurnkitError("INTERNAL", "a fresh message log already existed", public=False)
-        return log, len(entries)
+        # 64 random bits name a log: every record names one, so short names keep records small,
+        # and the append below refuses a name that is taken anyway.
+        while True:
+            log = secrets.token_hex(8)
+            if await self._append(tenant, log, 0, entries):
+                return log, len(entries)
 
     # --- cache -----------------------------------------------------------------------------------
 

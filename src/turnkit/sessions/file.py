@@ -1,13 +1,13 @@
 """`FileSessionStore`: the linear engine over a directory of JSON files, safe across processes.
 
 Layout under the store directory, one subdirectory per tenant (`default`, or `t` + encoded tenant):
-    records/<name>.rec    a header line `{"rev": n, "key": id}`, then the engine's record JSON
+    records/<name>.rec    a header line `{"rev": n}` (and `"key": id` for hashed names), then the record
     heads/<name>.head     `{"session": id, "head": snapshot id}`
     logs/<name>.jsonl     message log, one JSON text per line, append-only
     logs/<name>.len       `{"log": id, "count": entries, "size": bytes}` of the committed log
     locks/NN.lock         flock stripes serialising compare-and-set between threads and processes
 Every id becomes a file name by base32 (or, when long, a SHA-256 digest), so no id can name a
-path outside the directory; headers repeat the real id, which reads verify.
+path outside the directory; hashed names keep the real id inside, which reads verify.
 Records and heads are replaced atomically (temp file, fsync, rename). A log append writes past the
 committed size and commits by replacing its `.len`; a crash mid-append leaves bytes past that size,
 which no reader looks at and the next append truncates.
@@ -36,6 +36,10 @@ __all__ = ["FileBackend", "FileSessionStore"]
 _LOCK_STRIPES: Final = 64
 _MAX_B32: Final = 120
 _SUBDIRS: Final = ("records", "heads", "logs", "locks")
+
+
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def encode_name(value: str) -> str:
@@ -99,7 +103,7 @@ class FileBackend:
             return None
         header, _, data = text.partition("\n")
         meta = json.loads(header)
-        if meta["key"] != key:
+        if meta.get("key", key) != key:
             raise TurnkitError("DATA_LOSS", f"record file of {key!r} holds {meta['key']!r}", public=False)
         return StoredRecord(meta["rev"], data)
 
@@ -109,8 +113,10 @@ class FileBackend:
             current = self._get_record(tdir, key)
             if (current.rev if current else 0) != expected_rev:
                 return False
-            header = json.dumps({"rev": expected_rev + 1, "key": key})
-            self._write_atomic(tdir / "records" / f"{encode_name(key)}.rec", f"{header}\n{data}")
+            name = encode_name(key)
+            # Only a hashed name needs the real id beside it; base32 names decode back exactly.
+            header = {"rev": expected_rev + 1} | ({"key": key} if name.startswith("h") else {})
+            self._write_atomic(tdir / "records" / f"{name}.rec", f"{_compact(header)}\n{data}")
             if head_of is not None:
                 head = json.dumps({"session": head_of, "head": key})
                 self._write_atomic(tdir / "heads" / f"{encode_name(head_of)}.head", head)
