@@ -99,6 +99,13 @@ def history_json_bytes(messages: list[Message]) -> int:
 # --- turnkit side -----------------------------------------------------------------------------------
 
 
+class _NullList(list[ModelRequest]):
+    """A list that forgets what is appended to it (the programmable model's request log)."""
+
+    def append(self, item: ModelRequest) -> None:
+        """Drop `item`."""
+
+
 async def run_mode(ai: Turnkit, mode: str, turns: int, warmup: int, tmp: Path) -> dict[str, Any]:
     """Run a warm-up chat, then one measured `turns`-turn conversation; return its numbers."""
     # The warm-up uses its own agent and store so it leaves nothing in the measured store dir.
@@ -148,13 +155,13 @@ async def run_turnkit(turns: int, warmup: int) -> dict[str, Any]:
     ai = Turnkit(model="programmableModel")
     pm = define_programmable_model(ai)
     pm.handler = fixed_reply
+    # The programmable model records every request; drop them so it stays as cheap as the peer's
+    # bare model function (keeping 200 requests alive is not the framework's cost).
+    pm.requests = _NullList()
     results: dict[str, Any] = {}
     tmp = Path(tempfile.mkdtemp(prefix="turnkit-turns-"))
     try:
         for mode in MODES:
-            # The programmable model records every request; drop them so it stays as cheap as a
-            # bare model function (the history it would keep alive is not the framework's cost).
-            pm.requests = _NullList()
             results[mode] = await run_mode(ai, mode, turns, warmup, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -171,13 +178,6 @@ async def run_turnkit(turns: int, warmup: int) -> dict[str, Any]:
             "delta record per snapshot",
         ],
     }
-
-
-class _NullList(list[ModelRequest]):
-    """A list that forgets what is appended to it (the programmable model's request log)."""
-
-    def append(self, item: ModelRequest) -> None:
-        """Drop `item`."""
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -366,8 +366,8 @@ def print_report(turns: int, tk: dict[str, Any], gk: dict[str, Any] | None, summ
 
     print("\ntargets:")
     for t in summary["targets"]:
-        value = _fmt(t["value"], ".3f")
-        print(f"  {'PASS' if t['met'] else 'MISS'}  {t['target']}: {value} {t['unit']}")
+        value = _fmt(t["value"], ".3f", t["unit"] if t["unit"] == "x" else " " + t["unit"])
+        print(f"  {'PASS' if t['met'] else 'MISS'}  {t['target']}: {value}")
 
 
 def _bytes_cell(size: int | None, files: int | None) -> str:

@@ -57,7 +57,7 @@ PERSON = {
     "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
     "required": ["name", "age"],
 }
-FAST = {"temperature": 0, "seed": 7, "maxOutputTokens": 48}
+FAST = {"temperature": 0, "seed": 7, "maxOutputTokens": 32}
 
 
 def user(text: str) -> Message:
@@ -201,7 +201,7 @@ async def test_text_with_usage(model: Model) -> None:
     assert resp.text.strip()
     assert resp.finish_reason in ("stop", "length")
     assert resp.usage is not None and resp.usage.input_tokens and resp.usage.output_tokens
-    assert resp.usage.output_tokens <= 48 + 1
+    assert resp.usage.output_tokens <= FAST["maxOutputTokens"] + 1
 
 
 async def test_streamed_chunks_add_up_to_the_text(model: Model) -> None:

@@ -69,7 +69,7 @@ PERSON = {
     "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
     "required": ["name", "age"],
 }
-FAST = {"temperature": 0, "seed": 7, "maxOutputTokens": 40}
+FAST = {"temperature": 0, "seed": 7, "maxOutputTokens": 24}
 
 
 def user(text: str) -> Message:

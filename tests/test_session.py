@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import pytest
@@ -35,7 +36,8 @@ async def test_messages_are_shared_but_lists_are_new() -> None:
     first = msg("user", "hi")
     session = Session()
     await session.add_messages(first)  # a single message, as in `add_messages(new_message)`
-    await session.add_messages([msg("model", "hello"), {"role": "user", "content": [{"text": "wire"}]}])
+    wire: Any = {"role": "user", "content": [{"text": "wire"}]}  # the wire form is accepted too
+    await session.add_messages([msg("model", "hello"), wire])
     got = await session.get_messages()
     assert [m.text for m in got] == ["hi", "hello", "wire"]
     assert got[0] is first
@@ -128,9 +130,10 @@ async def test_pydantic_schema_validates_and_keeps_json_form() -> None:
     assert new == {"todos": [{"title": "milk", "done": False}], "nextId": 2}
     await session.update_custom(lambda old: TodoState.model_validate(old).model_copy(update={"next_id": 3}))
     assert (await session.get_custom())["nextId"] == 3
-    for bad in ({"todos": [{"done": True}]}, {"nextId": "three"}, None):
+    bad_values: list[Any] = [{"todos": [{"done": True}]}, {"nextId": "three"}, None]
+    for bad in bad_values:
         with pytest.raises(TurnkitError) as err:
-            await session.update_custom(lambda old, b=bad: b)
+            await session.update_custom(functools.partial(lambda value, _old: value, bad))
         assert err.value.status == "INVALID_ARGUMENT"
     assert (await session.get_custom())["nextId"] == 3
     with pytest.raises(TurnkitError):

@@ -23,6 +23,7 @@ from turnkit.types import (
     Part,
     SessionSnapshot,
     SessionState,
+    SnapshotStatus,
     ToolRequest,
 )
 
@@ -81,7 +82,7 @@ def snap(
     *,
     session: str | None = "s1",
     parent: str | None = None,
-    status: str | None = "completed",
+    status: SnapshotStatus | None = "completed",
     messages: Sequence[Message] | None = (),
     custom: Any = None,
     artifacts: Sequence[Artifact] | None = None,
@@ -99,8 +100,13 @@ def snap(
     )
 
 
+def always(snapshot: SessionSnapshot) -> Callable[[SessionSnapshot | None], SessionSnapshot | None]:
+    """A mutator that writes `snapshot` whatever is there."""
+    return lambda _old: snapshot
+
+
 async def put(store: LinearSessionStore, snapshot: SessionSnapshot, **kw: Any) -> SessionSnapshot:
-    saved = await store.save_snapshot(snapshot.snapshot_id, lambda _old: snapshot, **kw)
+    saved = await store.save_snapshot(snapshot.snapshot_id, always(snapshot), **kw)
     assert saved is not None
     return saved
 
@@ -109,6 +115,16 @@ async def get(store: LinearSessionStore, snapshot_id: str, **kw: Any) -> Session
     got = await store.get_snapshot(snapshot_id=snapshot_id, **kw)
     assert got is not None, snapshot_id
     return got
+
+
+def change(**fields: Any) -> Callable[[SessionSnapshot | None], SessionSnapshot | None]:
+    """A mutator that changes fields of the existing snapshot."""
+    return lambda s: None if s is None else s.model_copy(update=fields)
+
+
+async def latest_id(store: LinearSessionStore, session_id: str, **kw: Any) -> str | None:
+    got = await store.get_snapshot(session_id=session_id, **kw)
+    return None if got is None else got.snapshot_id
 
 
 def art(name: str | None, text: str) -> Artifact:
@@ -193,7 +209,6 @@ async def test_what_a_caller_gets_is_a_copy(store: LinearSessionStore) -> None:
     assert got.state is not None
     assert [m.text for m in got.state.messages or []] == ["one"]
     assert got.state.custom == {"list": [1]}
-    assert got.state.custom is not (await get(store, "a")).state.custom  # type: ignore[union-attr]
     assert len(got.state.artifacts or []) == 1
 
 
@@ -243,22 +258,22 @@ async def test_session_lookup_returns_the_latest_created(store: LinearSessionSto
     await put(store, snap("one", messages=turn(1)))
     await put(store, snap("two", parent="one", messages=turn(1) + turn(2)))
     await put(store, snap("other", session="s2"))
-    assert (await store.get_snapshot(session_id="s1")).snapshot_id == "two"  # type: ignore[union-attr]
+    assert await latest_id(store, "s1") == "two"
     # A branch from the older snapshot is the newest snapshot of the session.
     await put(store, snap("branch", parent="one", messages=turn(1) + turn(3)))
     latest = await store.get_snapshot(session_id="s1")
     assert latest is not None and latest.snapshot_id == "branch"
     assert latest.state is not None and latest.state.messages == turn(1) + turn(3)
     # Rewriting an older snapshot does not move the head.
-    await store.save_snapshot("one", lambda s: s and s.model_copy(update={"updated_at": T0.isoformat()}))
-    assert (await store.get_snapshot(session_id="s1")).snapshot_id == "branch"  # type: ignore[union-attr]
-    assert (await store.get_snapshot(session_id="s2")).snapshot_id == "other"  # type: ignore[union-attr]
+    await store.save_snapshot("one", change(updated_at=T0.isoformat()))
+    assert await latest_id(store, "s1") == "branch"
+    assert await latest_id(store, "s2") == "other"
 
 
 async def test_lookup_needs_exactly_one_key(store: LinearSessionStore) -> None:
-    for kwargs in ({}, {"snapshot_id": "a", "session_id": "s"}):
+    for lookup in (store.get_snapshot(), store.get_snapshot(snapshot_id="a", session_id="s")):
         with pytest.raises(TurnkitError) as err:
-            await store.get_snapshot(**kwargs)
+            await lookup
         assert err.value.status == "INVALID_ARGUMENT"
 
 
@@ -284,20 +299,43 @@ async def test_save_skip_returns_existing_and_writes_nothing(store: LinearSessio
     assert await store.get_snapshot(snapshot_id="nope") is None
     original = await put(store, snap("a", custom={"v": 1}))
     seen: list[SessionSnapshot | None] = []
-    result = await store.save_snapshot("a", lambda old: seen.append(old))  # type: ignore[func-returns-value]
+
+    def watch(old: SessionSnapshot | None) -> None:
+        seen.append(old)
+
+    result = await store.save_snapshot("a", watch)
     assert result is not None and result.to_wire() == original.to_wire()
     assert seen[0] is not None and seen[0].to_wire() == original.to_wire()
+
+
+async def test_a_mutator_may_edit_what_it_was_given(case: StoreCase) -> None:
+    store = case.open()
+    await put(store, snap("a", status="pending", messages=turn(0), custom={"tags": []}))
+
+    def edit(s: SessionSnapshot | None) -> SessionSnapshot | None:
+        assert s is not None and s.state is not None and s.state.messages is not None
+        s.state.messages.append(msg("user", "more"))
+        s.state.custom["tags"].append("edited")
+        s.status = "completed"
+        return s
+
+    saved = await store.save_snapshot("a", edit)
+    for reader in (store, case.open()):
+        got = (await get(reader, "a")).state
+        assert got is not None and got.messages is not None
+        assert got.messages[-1].text == "more" and got.custom == {"tags": ["edited"]}
+    assert saved is not None and saved.status == "completed"
 
 
 async def test_save_forces_the_id_and_guards_structure(store: LinearSessionStore) -> None:
     saved = await put(store, snap("other-id"), context=None)
     assert saved.snapshot_id == "other-id"
-    moved = await store.save_snapshot("x", lambda _: snap("not-x"))
+    moved = await store.save_snapshot("x", always(snap("not-x")))
     assert moved is not None and moved.snapshot_id == "x"
     assert await store.get_snapshot(snapshot_id="not-x") is None
     for bad in (snap("x", session="elsewhere"), snap("x", parent="x")):
         with pytest.raises(TurnkitError) as err:
-            await store.save_snapshot("x", lambda _old, b=bad: b)  # type: ignore[misc]
+            await store.save_snapshot("x", always(bad))
         assert err.value.status == "INVALID_ARGUMENT"
 
 
@@ -305,19 +343,17 @@ async def test_save_forces_the_id_and_guards_structure(store: LinearSessionStore
 async def test_terminal_statuses_are_absorbing(store: LinearSessionStore, terminal: str) -> None:
     await put(store, snap("t", status="pending"))
     hb = (T0 + timedelta(seconds=5)).isoformat()
-    beat = await store.save_snapshot("t", lambda s: s and s.model_copy(update={"heartbeat_at": hb}))
+    beat = await store.save_snapshot("t", change(heartbeat_at=hb))
     assert beat is not None and beat.heartbeat_at == hb  # heartbeats on pending are fine
-    await store.save_snapshot("t", lambda s: s and s.model_copy(update={"status": terminal}))
+    await store.save_snapshot("t", change(status=terminal))
     for other in ("pending", "completed", "failed", "aborted", "expired"):
         if other == terminal:
             continue
-        got = await store.save_snapshot(
-            "t", lambda s, o=other: s and s.model_copy(update={"status": o, "finish_reason": "stop"})
-        )
+        got = await store.save_snapshot("t", change(status=other, finish_reason="stop"))
         assert got is not None and got.status == terminal and got.finish_reason is None
     assert (await get(store, "t")).status == terminal
     # The same terminal status may still carry other changes.
-    got = await store.save_snapshot("t", lambda s: s and s.model_copy(update={"finish_reason": "aborted"}))
+    got = await store.save_snapshot("t", change(finish_reason="aborted"))
     assert got is not None and got.finish_reason == "aborted"
 
 
@@ -382,9 +418,8 @@ async def test_concurrent_saves_lose_no_update(store: LinearSessionStore) -> Non
             return snap("counter", custom={"n": 1}, messages=[msg("user", "1")])
         assert s.state is not None
         n = s.state.custom["n"] + 1
-        state = s.state.model_copy(
-            update={"custom": {"n": n}, "messages": [*s.state.messages, msg("user", str(n))]}
-        )  # type: ignore[misc]
+        messages = [*(s.state.messages or []), msg("user", str(n))]
+        state = s.state.model_copy(update={"custom": {"n": n}, "messages": messages})
         return s.model_copy(update={"state": state})
 
     workers = 40
@@ -410,7 +445,8 @@ async def test_tenants_are_isolated(case: StoreCase) -> None:
         assert await store.read_status("shared-id", context=ctx) is None
     await put(store, snap("shared-id", session="sess", custom="globex's"), context=globex)
     for reader in (store, case.open()):
-        assert (await get(reader, "shared-id", context=acme)).state.custom == "acme's"  # type: ignore[union-attr]
+        mine = (await get(reader, "shared-id", context=acme)).state
+        assert mine is not None and mine.custom == "acme's"
         latest = await reader.get_snapshot(session_id="sess", context=globex)
         assert latest is not None and latest.state is not None and latest.state.custom == "globex's"
 
@@ -523,48 +559,52 @@ async def test_storage_grows_linearly(case: StoreCase) -> None:
 # --- status watching -------------------------------------------------------------------------------
 
 
-def live(snapshot_id: str, status: str) -> SessionSnapshot:
+def live(snapshot_id: str, status: SnapshotStatus) -> SessionSnapshot:
     return snap(snapshot_id, status=status, created_at=datetime.now(UTC).isoformat())
 
 
-async def collect(store: LinearSessionStore, snapshot_id: str, out: list[str]) -> None:
-    async for status in store.watch_status(snapshot_id):
-        out.append(status)
+class Watch:
+    """Runs `watch_status` in a task; `next()` is the next status it yields (or None when it ended)."""
+
+    def __init__(self, store: LinearSessionStore, snapshot_id: str) -> None:
+        self.statuses: asyncio.Queue[str | None] = asyncio.Queue()
+        self.task = asyncio.create_task(self._run(store, snapshot_id))
+
+    async def _run(self, store: LinearSessionStore, snapshot_id: str) -> None:
+        async for status in store.watch_status(snapshot_id):
+            await self.statuses.put(status)
+        await self.statuses.put(None)
+
+    async def next(self) -> str | None:
+        return await asyncio.wait_for(self.statuses.get(), 5)
 
 
 async def test_watch_status_wakes_on_local_writes(store: LinearSessionStore) -> None:
     store.poll_interval = 60  # only a notification can wake the watcher in time
-    seen: list[str] = []
-    watcher = asyncio.create_task(collect(store, "w", seen))
-    await asyncio.sleep(0.01)
+    watch = Watch(store, "w")
+    await asyncio.sleep(0.01)  # watching a snapshot that does not exist yet
     await put(store, live("w", "pending"))
-    await asyncio.sleep(0.05)
-    assert seen == ["pending"]
-    await store.save_snapshot("w", lambda s: s and s.model_copy(update={"status": "aborted"}))
-    await asyncio.wait_for(watcher, 5)
-    assert seen == ["pending", "aborted"]
+    assert await watch.next() == "pending"
+    await store.save_snapshot("w", change(status="aborted"))
+    assert [await watch.next(), await watch.next()] == ["aborted", None]
 
 
 async def test_watch_status_polls_for_other_writers(case: StoreCase) -> None:
     watcher_store, writer = case.open(poll_interval=0.01), case.open()
-    seen: list[str] = []
     await put(writer, live("w", "pending"))
-    watcher = asyncio.create_task(collect(watcher_store, "w", seen))
-    await asyncio.sleep(0.05)
-    await writer.save_snapshot("w", lambda s: s and s.model_copy(update={"status": "completed"}))
-    await asyncio.wait_for(watcher, 5)
-    assert seen == ["pending", "completed"]
+    watch = Watch(watcher_store, "w")
+    assert await watch.next() == "pending"
+    await writer.save_snapshot("w", change(status="completed"))
+    assert [await watch.next(), await watch.next()] == ["completed", None]
 
 
 async def test_watch_status_reports_expiry(case: StoreCase) -> None:
     clock = Clock()
     store = case.open(poll_interval=0.01, expire_after=5, clock=clock)
     await put(store, snap("w", status="pending", heartbeat_at=T0.isoformat()))
-    seen: list[str] = []
-    watcher = asyncio.create_task(collect(store, "w", seen))
-    await asyncio.sleep(0.05)
+    watch = Watch(store, "w")
+    assert await watch.next() == "pending"
     clock.now = T0 + timedelta(seconds=10)
-    await asyncio.sleep(0.05)
-    await store.save_snapshot("w", lambda s: s and s.model_copy(update={"status": "aborted"}))
-    await asyncio.wait_for(watcher, 5)
-    assert seen == ["pending", "expired", "aborted"]
+    assert await watch.next() == "expired"
+    await store.save_snapshot("w", change(status="aborted"))
+    assert [await watch.next(), await watch.next()] == ["aborted", None]

@@ -190,7 +190,11 @@ def to_parts(content: PromptLike) -> list[Part]:
 
 def to_messages(messages: Sequence[Message | dict[str, Any]] | None) -> list[Message]:
     """Normalise messages given as models or wire dicts."""
-    return [Message.from_wire(m) for m in messages or ()]
+    if not messages:
+        return []
+    if set(map(type, messages)) == {Message}:  # the common case, checked in C: nothing to convert
+        return list(messages)  # type: ignore[arg-type]
+    return [Message.from_wire(m) for m in messages]
 
 
 def _with_system(history: list[Message], system: PromptLike | None) -> list[Message]:

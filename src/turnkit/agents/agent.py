@@ -52,6 +52,8 @@ class Agent:
         description: str | None = None,
         prompt_input: Any = None,
         heartbeat_interval: float = 5.0,
+        on_conflict: Literal["queue", "reject"] = "queue",
+        lease_wait: float = 30.0,
     ) -> None:
         self.ai = ai
         self.name = name
@@ -63,6 +65,12 @@ class Agent:
         self.description = description
         self.prompt_input = prompt_input
         self.heartbeat_interval = heartbeat_interval
+        # Two turns continuing one session by id: the second waits up to `lease_wait` seconds for
+        # the first ("queue"), or fails at once with ABORTED ("reject").
+        if on_conflict not in ("queue", "reject"):
+            raise TurnkitError("INVALID_ARGUMENT", f"on_conflict must be 'queue' or 'reject', not {on_conflict!r}")
+        self.on_conflict = on_conflict
+        self.lease_wait = lease_wait
         self._background: dict[str, tuple[TurnContext, asyncio.Task[None]]] = {}
 
     @property
@@ -235,6 +243,8 @@ class Agent:
             prompt_input=prompt_input,
         )
         chat.loaded = snap
+        if snap.state is not None:
+            chat.custom = snap.state.custom
         return chat
 
     def __repr__(self) -> str:
@@ -272,7 +282,8 @@ async def _sync_history(
         while start < len(sent) and sent[start].role == "system":
             start += 1
     tail = result[start:]
-    if len(tail) >= len(history) and all(a is b or a == b for a, b in zip(tail, history, strict=False)):
+    # List equality compares identity first, in C: cheap when generate left the history untouched.
+    if tail[: len(history)] == history:
         await session.add_messages(tail[len(history) :])
     else:  # generate rewrote history (e.g. a resumed interrupt): store it whole
         await session.set_messages(tail)

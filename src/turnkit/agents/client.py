@@ -94,11 +94,15 @@ class LocalTransport:
         self.prompt_input = prompt_input
         self.state_management = agent.state_management
         self._conn: AgentConnection | None = None
+        self._abort_pending = False
 
     async def run_turn(self, init: AgentInit, item: AgentInput, on_chunk: ChunkSink | None) -> TurnResult:
         """Run one turn through a fresh connection."""
         conn = await self.agent.stream_bidi(init, context=self.context, prompt_input=self.prompt_input)
         self._conn = conn
+        if self._abort_pending:  # aborted before the connection existed
+            self._abort_pending = False
+            conn.abort_turn()
         try:
             await conn.send(item)
             await conn.close()
@@ -119,6 +123,8 @@ class LocalTransport:
         """Abort the running turn; it ends with finish reason `aborted`."""
         if self._conn is not None:
             self._conn.abort_turn()
+        else:
+            self._abort_pending = True
 
     async def get_snapshot(
         self, *, snapshot_id: str | None = None, session_id: str | None = None
@@ -265,7 +271,8 @@ class AgentTurn:
         self._chat = chat
         self._queue: asyncio.Queue[TurnChunk | None] = asyncio.Queue()
         self._text = ""
-        self._task = asyncio.ensure_future(chat._turn(item, self._on_chunk))
+        chat._scheduled += 1
+        self._task = asyncio.ensure_future(chat._turn(item, self._on_chunk, scheduled=True))
         self._task.add_done_callback(lambda _: self._queue.put_nowait(None))
 
     def _on_chunk(self, chunk: AgentStreamChunk) -> None:
@@ -355,15 +362,21 @@ class AgentChat:
         self.last: AgentResponse | None = None
         self.loaded: SessionSnapshot | None = None
         self._running: asyncio.Task[Any] | None = None
+        self._scheduled = 0  # streaming turns created but not started yet
+        self._abort_next = False
+        # A snapshot id given with a session id is checked against it by the agent.
+        self._guard_session = session_id if snapshot_id is not None else None
 
     def _init(self) -> AgentInit:
         if self.transport.state_management == "client":
             return AgentInit(state=self.state) if self.state is not None else AgentInit()
         if self._by_session:
             return AgentInit(session_id=self.session_id)
-        return AgentInit(snapshot_id=self.snapshot_id) if self.snapshot_id else AgentInit()
+        if self.snapshot_id:
+            return AgentInit(snapshot_id=self.snapshot_id, session_id=self._guard_session)
+        return AgentInit()
 
-    async def _turn(self, item: AgentInput, on_chunk: ChunkSink | None) -> AgentResponse:
+    async def _turn(self, item: AgentInput, on_chunk: ChunkSink | None, *, scheduled: bool = False) -> AgentResponse:
         def sink(chunk: AgentStreamChunk) -> None:
             if chunk.custom_patch is not None:
                 ops = [op.to_wire() for op in chunk.custom_patch]
@@ -376,6 +389,11 @@ class AgentChat:
                 on_chunk(chunk)
 
         self._running = asyncio.current_task()
+        if scheduled:
+            self._scheduled -= 1
+        if self._abort_next:  # abort() came before this turn started
+            self._abort_next = False
+            await self.transport.abort_turn()
         try:
             result = await self.transport.run_turn(self._init(), item, sink)
         finally:
@@ -421,12 +439,16 @@ class AgentChat:
         result = await self.transport.run_turn(self._init(), item, None)
         if result.output.session_id:
             self.session_id = self.session_id or result.output.session_id
+        if result.output.snapshot_id:  # the chat now points at the pending snapshot
+            self.snapshot_id = result.output.snapshot_id
         return DetachedTask(self.transport, result.output)
 
     async def abort(self) -> None:
         """Stop the turn this chat is running (attached), model call and tools included."""
         if self._running is not None:
             await self.transport.abort_turn()
+        elif self._scheduled:
+            self._abort_next = True
 
     async def get_snapshot(self) -> SessionSnapshot | None:
         """The snapshot this chat is at (server-managed)."""

@@ -38,7 +38,11 @@ class AgentConnection:
     @classmethod
     async def open(cls, agent: Agent, invocation: Invocation, agent_ctx: AgentContext) -> AgentConnection:
         """Resolve the invocation's init (raising on misuse) and start the agent."""
-        await invocation.open()
+        try:
+            await invocation.open()
+        except BaseException:
+            await invocation.release()
+            raise
         return cls(agent, invocation, agent_ctx)
 
     def _emit(self, chunk: AgentStreamChunk) -> None:
@@ -59,6 +63,7 @@ class AgentConnection:
             result = None
         finally:
             self._chunks.put_nowait(_END)
+            await inv.release()
         return await inv.output(result)
 
     async def send(self, item: AgentInput | dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from turnkit.agents.agent import Agent, AgentFn, ChunkTransform, StateTransform, generate_turn
 from turnkit.agents.turn import AgentContext
@@ -16,7 +16,20 @@ from turnkit.types import Message
 if TYPE_CHECKING:
     from turnkit.app import Turnkit
 
-__all__ = ["define_agent", "define_custom_agent", "define_prompt_agent"]
+__all__ = ["AgentOptions", "define_agent", "define_custom_agent", "define_prompt_agent"]
+
+
+class AgentOptions(TypedDict, total=False):
+    """Options every kind of agent takes (see `Agent`)."""
+
+    store: SessionStore | None
+    state_schema: Any
+    state_transform: StateTransform | None
+    chunk_transform: ChunkTransform | None
+    description: str | None
+    heartbeat_interval: float
+    on_conflict: Literal["queue", "reject"]
+    lease_wait: float
 
 
 def _register(ai: Turnkit, agent: Agent) -> Agent:
@@ -35,17 +48,12 @@ def define_agent(
     max_turns: int | None = None,
     output: Any = None,
     use: Sequence[Middleware] = (),
-    store: SessionStore | None = None,
-    state_schema: Any = None,
-    state_transform: StateTransform | None = None,
-    chunk_transform: ChunkTransform | None = None,
-    description: str | None = None,
-    heartbeat_interval: float = 5.0,
+    **options: Unpack[AgentOptions],
 ) -> Agent:
     """An agent whose every turn sends the system prompt and the history to `model`, with `tools`."""
     system_msg = Message(role="system", content=to_parts(system)) if system else None
 
-    async def options(history: list[Message], ctx: AgentContext) -> dict[str, Any]:
+    async def turn_options(history: list[Message], ctx: AgentContext) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": model or ai.default_model,
             "messages": [system_msg, *history] if system_msg else history,
@@ -59,18 +67,7 @@ def define_agent(
             kwargs["max_turns"] = max_turns
         return kwargs
 
-    agent = Agent(
-        ai,
-        name=name,
-        fn=generate_turn(ai, options),
-        store=store,
-        state_schema=state_schema,
-        state_transform=state_transform,
-        chunk_transform=chunk_transform,
-        description=description,
-        heartbeat_interval=heartbeat_interval,
-    )
-    return _register(ai, agent)
+    return _register(ai, Agent(ai, name=name, fn=generate_turn(ai, turn_options), **options))
 
 
 def define_prompt_agent(
@@ -79,12 +76,7 @@ def define_prompt_agent(
     name: str,
     prompt: str | None = None,
     prompt_input: Any = None,
-    store: SessionStore | None = None,
-    state_schema: Any = None,
-    state_transform: StateTransform | None = None,
-    chunk_transform: ChunkTransform | None = None,
-    description: str | None = None,
-    heartbeat_interval: float = 5.0,
+    **options: Unpack[AgentOptions],
 ) -> Agent:
     """An agent driven by a registered prompt (or `.prompt` file), looked up when each turn runs.
 
@@ -92,7 +84,7 @@ def define_prompt_agent(
     """
     prompt_name = prompt or name
 
-    async def options(history: list[Message], ctx: AgentContext) -> dict[str, Any]:
+    async def turn_options(history: list[Message], ctx: AgentContext) -> dict[str, Any]:
         executable = ai.prompt(prompt_name)  # NOT_FOUND naming the prompt fails the turn
         value = ctx.prompt_input if ctx.prompt_input is not None else prompt_input
         rendered = await executable.render(value, messages=history, context=ctx.context)
@@ -100,43 +92,10 @@ def define_prompt_agent(
         kwargs["context"] = ctx.context
         return kwargs
 
-    agent = Agent(
-        ai,
-        name=name,
-        fn=generate_turn(ai, options),
-        store=store,
-        state_schema=state_schema,
-        state_transform=state_transform,
-        chunk_transform=chunk_transform,
-        description=description,
-        prompt_input=prompt_input,
-        heartbeat_interval=heartbeat_interval,
-    )
+    agent = Agent(ai, name=name, fn=generate_turn(ai, turn_options), prompt_input=prompt_input, **options)
     return _register(ai, agent)
 
 
-def define_custom_agent(
-    ai: Turnkit,
-    *,
-    name: str,
-    fn: AgentFn,
-    store: SessionStore | None = None,
-    state_schema: Any = None,
-    state_transform: StateTransform | None = None,
-    chunk_transform: ChunkTransform | None = None,
-    description: str | None = None,
-    heartbeat_interval: float = 5.0,
-) -> Agent:
+def define_custom_agent(ai: Turnkit, *, name: str, fn: AgentFn, **options: Unpack[AgentOptions]) -> Agent:
     """An agent whose function `fn(sess, ctx)` drives the turns itself: `await sess.run(handle_turn)`."""
-    agent = Agent(
-        ai,
-        name=name,
-        fn=fn,
-        store=store,
-        state_schema=state_schema,
-        state_transform=state_transform,
-        chunk_transform=chunk_transform,
-        description=description,
-        heartbeat_interval=heartbeat_interval,
-    )
-    return _register(ai, agent)
+    return _register(ai, Agent(ai, name=name, fn=fn, **options))

@@ -142,6 +142,8 @@ class Invocation:
         self._detached = False
         self._detached_event = asyncio.Event()
         self._turn_count = 0
+        self._lease: Any = None
+        self._abort_requested = False
         self._current_turn: TurnContext | None = None
         self._current_task: asyncio.Task[Any] | None = None
         self.session: Session | None = None
@@ -184,9 +186,11 @@ class Invocation:
         return self._detached
 
     def abort_current(self) -> None:
-        """Abort the running turn, if any."""
+        """Abort the running turn, or the next one if none has started yet."""
         if self._current_turn is not None:
             self._current_turn.abort()
+        else:
+            self._abort_requested = True
 
     @property
     def early_output(self) -> asyncio.Future[AgentOutput]:
@@ -250,6 +254,8 @@ class Invocation:
             self.session = self._new_session(owner or str(uuid.uuid4()), snap.state or SessionState())
             return self.session
         if init.session_id:
+            # Continuing a session by id: hold its lease so concurrent turns line up, never fork.
+            await self._take_lease(store, init.session_id)
             snap = await self._latest_completed(store, init.session_id, context)
             if snap is not None:
                 self.snapshot_id = snap.snapshot_id
@@ -259,6 +265,21 @@ class Invocation:
             return self.session
         self.session = self._new_session(str(uuid.uuid4()), SessionState())
         return self.session
+
+    async def _take_lease(self, store: SessionStore, session_id: str) -> None:
+        lease_of = getattr(store, "session_lease", None)
+        if lease_of is None:  # a store without leases: turns on one session may interleave
+            return
+        wait = 0.0 if self.agent.on_conflict == "reject" else self.agent.lease_wait
+        lease = lease_of(session_id, context=self.ctx.context, wait=wait)
+        await lease.__aenter__()
+        self._lease = lease
+
+    async def release(self) -> None:
+        """Release the session lease, if this invocation holds one (after its last snapshot)."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            await lease.__aexit__(None, None, None)
 
     async def _latest_completed(
         self, store: SessionStore, session_id: str, context: Mapping[str, Any]
@@ -284,19 +305,24 @@ class Invocation:
         if turn is None:
             return
         if isinstance(event, CustomChanged):
+            # Clients see custom state through the agent's state_transform, so patches do too.
+            old, new = self._client_custom(event.old), self._client_custom(event.new)
             if not getattr(turn, "_patched", False):
-                ops = [JsonPatchOperation(op="replace", path="", value=event.new)]
+                ops = [JsonPatchOperation(op="replace", path="", value=new)]
                 turn._patched = True  # type: ignore[attr-defined]
             else:
-                ops = [
-                    JsonPatchOperation.model_validate(op)
-                    for op in jsonpatch.make_patch(event.old, event.new).patch
-                ]
+                ops = [JsonPatchOperation.model_validate(op) for op in jsonpatch.make_patch(old, new).patch]
                 if not ops:
                     return
             self._emit(AgentStreamChunk(custom_patch=ops))
         elif isinstance(event, ArtifactAdded):
             self._emit(AgentStreamChunk(artifact=event.artifact))
+
+    def _client_custom(self, custom: Any) -> Any:
+        if self.agent.state_transform is None or self.session is None:
+            return custom
+        shown = self.agent.client_state(SessionState.model_construct(session_id=self.session.id, custom=custom))
+        return shown.custom if shown is not None else None
 
     # --- turns ---------------------------------------------------------------------------------
 
@@ -313,6 +339,9 @@ class Invocation:
             context=self.ctx.context,
         )
         self._turn_count += 1
+        if self._abort_requested:
+            self._abort_requested = False
+            turn.abort()
         if item.message is not None:
             await self.session.add_messages([item.message])
         self._current_turn = turn
@@ -338,13 +367,15 @@ class Invocation:
     async def _guarded(self, handle_turn: TurnHandler, item: AgentInput, turn: TurnContext) -> Any:
         assert self.session is not None
         try:
-            return await run_with_session(self.session, handle_turn(item, turn))
+            result = await run_with_session(self.session, handle_turn(item, turn))
         except asyncio.CancelledError:
             if turn.aborted:
                 return _Aborted()
             raise
         except Exception as exc:
-            return as_turnkit_error(exc)
+            result = as_turnkit_error(exc)
+        # However the handler ended, a turn asked to stop counts as aborted (its work is not kept).
+        return _Aborted() if turn.aborted else result
 
     async def _watch_abort(self, turn: TurnContext, task: asyncio.Task[Any]) -> None:
         """Cancel the handler once the turn is aborted, locally or (detached) through the store."""

@@ -50,7 +50,6 @@ from turnkit.sessions.store import (
     SnapshotMutator,
     TenantOf,
     check_id,
-    reported_status,
 )
 from turnkit.types import Artifact, Message, SessionSnapshot, SessionState, SnapshotStatus
 
@@ -264,7 +263,7 @@ class LinearSessionStore(SessionStoreBase):
                 if stored_status in TERMINAL_STATUSES and proposed.status != stored_status:
                     return existing
             snapshot = self._normalize(snapshot_id, proposed, loaded)
-            saved = await self._commit(tenant, snapshot, loaded, existing)
+            saved = await self._commit(tenant, snapshot, loaded)
             if saved is not None:
                 return saved
             self.stats.conflicts += 1
@@ -277,17 +276,7 @@ class LinearSessionStore(SessionStoreBase):
     ) -> SnapshotStatus | None:
         """The reported status of one snapshot, read from its record alone (no state is materialised)."""
         record = await self._read(self.tenant_key(context), check_id(snapshot_id, "snapshot id"))
-        if record is None:
-            return None
-        meta = record[1]["meta"]
-        return reported_status(
-            meta.get("status"),
-            heartbeat_at=meta.get("heartbeatAt"),
-            updated_at=meta.get("updatedAt"),
-            created_at=meta.get("createdAt"),
-            now=self.now(),
-            expire_after=self.expire_after,
-        )
+        return None if record is None else self.status_of(SessionSnapshot.model_validate(record[1]["meta"]))
 
     def change_waiter(
         self, snapshot_id: str, *, context: Mapping[str, Any] | None = None
@@ -454,7 +443,6 @@ class LinearSessionStore(SessionStoreBase):
         tenant: str,
         snapshot: SessionSnapshot,
         loaded: _Loaded | None,
-        existing: SessionSnapshot | None,
     ) -> SessionSnapshot | None:
         """Encode and compare-and-set one snapshot; None when another writer got there first."""
         key = snapshot.snapshot_id
@@ -463,7 +451,8 @@ class LinearSessionStore(SessionStoreBase):
         if state is None or old_node is None:
             unchanged = state is None and loaded is not None and loaded.state is None
         else:
-            unchanged = (existing is not None and state is existing.state) or _same_state(state, old_node)
+            # Compared, not assumed from identity: `fn` may have edited the copy it was given in place.
+            unchanged = _same_state(state, old_node)
         if loaded is not None and unchanged:
             srev, raw, node = loaded.srev, loaded.state, old_node
         else:

@@ -3,14 +3,14 @@
 Layout under the store directory, one subdirectory per tenant (`default`, or `t` + encoded tenant):
     records/<name>.rec    a header line `{"rev": n}` (and `"key": id` for hashed names), then the record
     heads/<name>.head     `{"session": id, "head": snapshot id}`
-    logs/<name>.jsonl     message log, one JSON text per line, append-only
-    logs/<name>.len       `{"log": id, "count": entries, "size": bytes}` of the committed log
+    logs/<name>.log       a message log, append-only: one `<index> <JSON text>` line per entry
     locks/NN.lock         flock stripes serialising compare-and-set between threads and processes
 Every id becomes a file name by base32 (or, when long, a SHA-256 digest), so no id can name a
 path outside the directory; hashed names keep the real id inside, which reads verify.
-Records and heads are replaced atomically (temp file, fsync, rename). A log append writes past the
-committed size and commits by replacing its `.len`; a crash mid-append leaves bytes past that size,
-which no reader looks at and the next append truncates.
+Records and heads are replaced atomically (temp file, fsync, rename). A log append checks the index
+on the last complete line (compare-and-set on length) and writes past it; a writer that dies
+mid-append leaves a torn line, which readers never reach and the next append cuts off. Lines a
+writer appended without committing a record that names them are harmless: nothing reads them.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = ["FileBackend", "FileSessionStore"]
 _LOCK_STRIPES: Final = 64
 _MAX_B32: Final = 120
 _SUBDIRS: Final = ("records", "heads", "logs", "locks")
+_TAIL_CHUNK: Final = 64 * 1024
 
 
 def _compact(value: object) -> str:
@@ -47,6 +48,42 @@ def encode_name(value: str) -> str:
     raw = value.encode("utf-8")
     b32 = base64.b32encode(raw).decode("ascii").rstrip("=").lower()
     return "b" + b32 if len(b32) <= _MAX_B32 else "h" + hashlib.sha256(raw).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _log_tail(f: BinaryIO) -> tuple[int, int]:
+    """The number of entries in a log file and the offset just past its last complete line."""
+    pos = f.seek(0, os.SEEK_END)
+    last_newline = -1
+    line_start = 0
+    # Read backwards in chunks, so a long history costs no more than its last line.
+    while pos > 0:
+        step = min(_TAIL_CHUNK, pos)
+        pos -= step
+        f.seek(pos)
+        chunk = f.read(step)
+        limit = len(chunk)
+        if last_newline < 0:
+            limit = chunk.rfind(b"\n")
+            if limit < 0:
+                continue
+            last_newline = pos + limit
+        before = chunk.rfind(b"\n", 0, limit)
+        if before >= 0:
+            line_start = pos + before + 1
+            break
+    if last_newline < 0:
+        return 0, 0
+    f.seek(line_start)
+    index = f.read(min(32, last_newline - line_start)).split(b" ", 1)[0]
+    return int(index) + 1, last_newline + 1
 
 
 class FileBackend:
@@ -81,10 +118,6 @@ class FileBackend:
     async def read_log(self, tenant: str, log_id: str, start: int, end: int) -> list[str]:
         """Entries `start` to `end` of a log."""
         return await asyncio.to_thread(self._read_log, tenant, log_id, start, end)
-
-    def stored_bytes(self) -> int:
-        """Bytes in all files under the store directory."""
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
 
     # --- blocking implementations ------------------------------------------------------------------
 
@@ -137,38 +170,33 @@ class FileBackend:
         if any("\n" in e for e in entries):
             raise ValueError("log entries must be one-line texts")
         tdir = self._tenant_dir(tenant, create=True)
-        base = tdir / "logs" / encode_name(log_id)
+        path = tdir / "logs" / f"{encode_name(log_id)}.log"
         with self._locked(tdir, "l:" + log_id):
-            length = self._log_length(base)
-            if length["count"] != start:
-                return False
-            payload = "".join(e + "\n" for e in entries).encode("utf-8")
-            fd = os.open(base.with_suffix(".jsonl"), os.O_WRONLY | os.O_CREAT, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                f.truncate(length["size"])  # drop what a crashed append left uncommitted
-                f.seek(length["size"])
-                self._write_file(f, payload)
-            committed = {"log": log_id, "count": start + len(entries), "size": length["size"] + len(payload)}
-            self._write_atomic(base.with_suffix(".len"), json.dumps(committed))
+            with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+b") as f:
+                count, end = _log_tail(f)
+                if count != start:
+                    return False
+                f.truncate(end)  # drop a line torn by a writer that died mid-append
+                f.seek(end)
+                lines = "".join(f"{start + i} {e}\n" for i, e in enumerate(entries))
+                self._write_file(f, lines.encode("utf-8"))
+            if start == 0 and self.fsync:
+                _fsync_dir(path.parent)  # a new file: make its name durable too
         return True
 
-    def _log_length(self, base: Path) -> dict[str, int]:
-        try:
-            length: dict[str, int] = json.loads(base.with_suffix(".len").read_text("utf-8"))
-        except FileNotFoundError:
-            return {"count": 0, "size": 0}
-        return length
-
     def _read_log(self, tenant: str, log_id: str, start: int, end: int) -> list[str]:
-        path = (self._tenant_dir(tenant) / "logs" / encode_name(log_id)).with_suffix(".jsonl")
+        path = self._tenant_dir(tenant) / "logs" / f"{encode_name(log_id)}.log"
         out: list[str] = []
         try:
             with path.open("rb") as f:
-                for index, line in enumerate(f):
-                    if index >= end:
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break  # a torn line past the committed entries
+                    index, _, entry = line.partition(b" ")
+                    if int(index) >= end:
                         break
-                    if index >= start:
-                        out.append(line.rstrip(b"\n").decode("utf-8"))
+                    if int(index) >= start:
+                        out.append(entry[:-1].decode("utf-8"))
         except FileNotFoundError:
             return []
         return out
@@ -200,11 +228,7 @@ class FileBackend:
             tmp.unlink(missing_ok=True)
             raise
         if self.fsync:
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(path.parent)
 
 
 class FileSessionStore(LinearSessionStore):

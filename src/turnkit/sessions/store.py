@@ -89,18 +89,13 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 def reported_status(
-    status: str | None,
-    *,
-    heartbeat_at: str | None,
-    updated_at: str | None,
-    created_at: str | None,
-    now: datetime,
-    expire_after: float,
+    snapshot: SessionSnapshot, *, now: datetime, expire_after: float
 ) -> SnapshotStatus | None:
     """The status a read reports: a `pending` snapshot whose last sign of life is too old is `expired`."""
-    if status != "pending":
-        return status  # type: ignore[return-value]
-    seen = _parse_time(heartbeat_at) or _parse_time(updated_at) or _parse_time(created_at)
+    if snapshot.status != "pending":
+        return snapshot.status
+    seen = _parse_time(snapshot.heartbeat_at) or _parse_time(snapshot.updated_at)
+    seen = seen or _parse_time(snapshot.created_at)
     if seen is not None and (now - seen).total_seconds() > expire_after:
         return "expired"
     return "pending"
@@ -133,14 +128,7 @@ class SessionStoreBase(ABC):
 
     def status_of(self, snapshot: SessionSnapshot) -> SnapshotStatus | None:
         """The status to report for a stored snapshot at the current time."""
-        return reported_status(
-            snapshot.status,
-            heartbeat_at=snapshot.heartbeat_at,
-            updated_at=snapshot.updated_at,
-            created_at=snapshot.created_at,
-            now=self.now(),
-            expire_after=self.expire_after,
-        )
+        return reported_status(snapshot, now=self.now(), expire_after=self.expire_after)
 
     @abstractmethod
     async def get_snapshot(
