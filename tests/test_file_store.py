@@ -130,7 +130,11 @@ WORKER = textwrap.dedent(
         await store.get_snapshot(snapshot_id="counter")  # warm up before the start signal
         print("ready", flush=True)
         sys.stdin.readline()
-        for _ in range(int(sys.argv[2])):
+        await store.save_snapshot("counter", bump)
+        # Each side goes on only once the other has written too, so the two really overlap.
+        while not any(m.text == "parent" for m in (await store.get_snapshot(snapshot_id="counter")).state.messages):
+            await asyncio.sleep(0.001)
+        for _ in range(int(sys.argv[2]) - 1):
             await store.save_snapshot("counter", bump)
 
     asyncio.run(main())
@@ -150,6 +154,15 @@ def bump(author: str) -> Any:
     return fn
 
 
+async def wrote(store: FileSessionStore, author: str) -> None:
+    """Return once `author` has a message in the counter snapshot."""
+    while True:
+        got = await store.get_snapshot(snapshot_id="counter")
+        if got and got.state and any(m.text == author for m in got.state.messages or []):
+            return
+        await asyncio.sleep(0.001)
+
+
 async def test_two_processes_lose_no_update(tmp_path: Path) -> None:
     store = FileSessionStore(tmp_path)
     await put(store, snap("counter", custom={"n": 0}, messages=[]))
@@ -167,7 +180,9 @@ async def test_two_processes_lose_no_update(tmp_path: Path) -> None:
     assert await asyncio.wait_for(child.stdout.readline(), 30) == b"ready\n"
     child.stdin.write(b"go\n")
     await child.stdin.drain()
-    for _ in range(rounds):
+    await store.save_snapshot("counter", bump("parent"))
+    await asyncio.wait_for(wrote(store, "child"), 30)
+    for _ in range(rounds - 1):
         await store.save_snapshot("counter", bump("parent"))
     assert await asyncio.wait_for(child.wait(), 60) == 0
     got = await FileSessionStore(tmp_path).get_snapshot(snapshot_id="counter")
@@ -175,9 +190,8 @@ async def test_two_processes_lose_no_update(tmp_path: Path) -> None:
     assert got.state.custom == {"n": 2 * rounds}
     authors = [m.text for m in got.state.messages or []]
     assert authors.count("parent") == authors.count("child") == rounds
-    # The writers really interleaved (otherwise this test proved nothing about contention).
-    switches = sum(1 for a, b in itertools.pairwise(authors) if a != b)
-    assert switches > 1, authors
+    # The writers interleaved (each waited for the other's first write after its own).
+    assert sum(1 for a, b in itertools.pairwise(authors) if a != b) >= 2, authors
 
 
 async def test_a_second_instance_sees_the_first_ones_writes(tmp_path: Path) -> None:

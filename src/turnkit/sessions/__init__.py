@@ -4,14 +4,8 @@ Every store here runs on one linear storage engine (`LinearSessionStore` over a 
 snapshots are stored as deltas with periodic checkpoints, and messages in append-only logs.
 """
 
-from turnkit.sessions.engine import (
-    FORMAT_VERSION,
-    LinearSessionStore,
-    RecordBackend,
-    StoredRecord,
-    StoreOptions,
-    StoreStats,
-)
+from turnkit.sessions.backend import RecordBackend, StoredRecord
+from turnkit.sessions.engine import FORMAT_VERSION, LinearSessionStore, StoreOptions, StoreStats
 from turnkit.sessions.file import FileSessionStore
 from turnkit.sessions.memory import InMemorySessionStore
 from turnkit.sessions.session import (

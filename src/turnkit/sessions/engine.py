@@ -35,15 +35,27 @@ import random
 import secrets
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Final, Protocol, TypedDict
+from typing import Any, Final, TypedDict
 
-import jsonpatch
 from pydantic_core import to_jsonable_python
 
 from turnkit.errors import TurnkitError
+from turnkit.sessions.backend import RecordBackend
+from turnkit.sessions.deltas import (
+    Node,
+    Segments,
+    apply_artifacts,
+    apply_custom,
+    artifacts_delta,
+    custom_delta,
+    data_loss,
+    dumps,
+    is_prefix,
+    same_state,
+)
 from turnkit.sessions.store import (
     TERMINAL_STATUSES,
     SessionStoreBase,
@@ -53,19 +65,10 @@ from turnkit.sessions.store import (
 )
 from turnkit.types import Artifact, Message, SessionSnapshot, SessionState, SnapshotStatus
 
-__all__ = [
-    "FORMAT_VERSION",
-    "LinearSessionStore",
-    "RecordBackend",
-    "StoreOptions",
-    "StoreStats",
-    "StoredRecord",
-]
+__all__ = ["FORMAT_VERSION", "LinearSessionStore", "StoreOptions", "StoreStats"]
 
 FORMAT_VERSION: Final = 1
 _SPILL_SEP: Final = "\x1f"
-
-Segments = tuple[tuple[str, int], ...]
 
 
 class StoreOptions(TypedDict, total=False):
@@ -78,47 +81,6 @@ class StoreOptions(TypedDict, total=False):
     tenant_of: TenantOf | None
     poll_interval: float
     clock: Callable[[], datetime] | None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    """A record as a backend holds it: its revision (1 for a new record) and the engine's JSON text."""
-
-    rev: int
-    data: str
-
-
-class RecordBackend(Protocol):
-    """Raw per-tenant storage the engine runs on; the seam a SQLite, Postgres or Redis store implements.
-
-    `tenant` is "" for the default tenant, otherwise a checked id; keys, session ids and log ids are
-    arbitrary strings that must be stored exactly (encode them; never build paths or queries from them).
-    """
-
-    async def get_record(self, tenant: str, key: str) -> StoredRecord | None:
-        """The record stored under `key`, or None."""
-        ...
-
-    async def put_record(
-        self, tenant: str, key: str, data: str, *, expected_rev: int, head_of: str | None = None
-    ) -> bool:
-        """Store `data` at revision `expected_rev + 1` only if the current revision is `expected_rev`
-        (0: no record yet); in the same atomic step make `key` the head of session `head_of`, if given.
-        Return False, changing nothing, when the revision did not match."""
-        ...
-
-    async def get_head(self, tenant: str, session_id: str) -> str | None:
-        """The key last made head of this session, or None."""
-        ...
-
-    async def append_log(self, tenant: str, log_id: str, start: int, entries: Sequence[str]) -> bool:
-        """Append `entries` (one-line JSON texts) only if the log holds exactly `start` entries
-        (0: a log that does not exist yet). Return False, changing nothing, otherwise."""
-        ...
-
-    async def read_log(self, tenant: str, log_id: str, start: int, end: int) -> list[str]:
-        """Entries `start` to `end` (exclusive) of a log; fewer if the log is shorter."""
-        ...
 
 
 @dataclass
@@ -139,20 +101,6 @@ class StoreStats:
 
 
 @dataclass(frozen=True, slots=True)
-class _Node:
-    """The materialised state of one snapshot at one state revision, owned by the cache."""
-
-    srev: int
-    depth: int
-    session_id: str | None
-    segments: Segments | None
-    messages: tuple[Message, ...] | None
-    custom: Any  # JSON data; only copies of it ever leave the engine
-    custom_text: str
-    artifacts: tuple[Artifact, ...] | None
-
-
-@dataclass(frozen=True, slots=True)
 class _Loaded:
     """One snapshot record as read: revision, metadata, raw state, and materialised state."""
 
@@ -160,22 +108,7 @@ class _Loaded:
     srev: int
     meta: dict[str, Any]
     state: dict[str, Any] | None
-    node: _Node | None
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _data_loss(message: str) -> TurnkitError:
-    return TurnkitError("DATA_LOSS", message, public=False)
-
-
-def _is_prefix(prefix: Sequence[Message], messages: Sequence[Message]) -> bool:
-    # Identity first: on the hot path the caller's history holds the very objects we cached.
-    return len(prefix) <= len(messages) and all(
-        a is b or a == b for a, b in zip(prefix, messages, strict=False)
-    )
+    node: Node | None
 
 
 class LinearSessionStore(SessionStoreBase):
@@ -210,7 +143,7 @@ class LinearSessionStore(SessionStoreBase):
         self.cache_size = cache_size
         self.max_attempts = max_attempts
         self.stats = StoreStats()
-        self._cache: OrderedDict[tuple[str, str], _Node] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], Node] = OrderedDict()
         self._signals: weakref.WeakValueDictionary[tuple[str, str], asyncio.Event] = (
             weakref.WeakValueDictionary()
         )
@@ -307,7 +240,7 @@ class LinearSessionStore(SessionStoreBase):
             return None
         record = json.loads(stored.data)
         if record.get("v") != FORMAT_VERSION:
-            raise _data_loss(f"record {key!r} has unsupported format version {record.get('v')!r}")
+            raise data_loss(f"record {key!r} has unsupported format version {record.get('v')!r}")
         return stored.rev, record
 
     async def _load(self, tenant: str, key: str) -> _Loaded | None:
@@ -329,17 +262,17 @@ class LinearSessionStore(SessionStoreBase):
             if got is not None and got[1]["srev"] == srev and got[1]["state"] is not None:
                 state: dict[str, Any] = got[1]["state"]
                 return state
-        raise _data_loss(f"snapshot {key!r} at state revision {srev} is missing")
+        raise data_loss(f"snapshot {key!r} at state revision {srev} is missing")
 
     async def _materialize(
         self, tenant: str, key: str, srev: int, state: dict[str, Any], session_id: str | None
-    ) -> _Node:
+    ) -> Node:
         hit = self._cached(tenant, key, srev)
         if hit is not None:
             return hit
         # Walk up to a checkpoint or to an ancestor already in the cache: at most K records.
         deltas = [state]
-        base: _Node | None = None
+        base: Node | None = None
         current = state
         while current["depth"] > 0:
             base = self._cached(tenant, current["base"], current["psrev"])
@@ -347,7 +280,7 @@ class LinearSessionStore(SessionStoreBase):
                 break
             parent = await self._state_at(tenant, current["base"], current["psrev"])
             if parent["depth"] != current["depth"] - 1:
-                raise _data_loss(f"broken delta chain below snapshot {current['base']!r}")
+                raise data_loss(f"broken delta chain below snapshot {current['base']!r}")
             deltas.append(parent)
             current = parent
         if base is None:
@@ -358,25 +291,25 @@ class LinearSessionStore(SessionStoreBase):
             custom = copy.deepcopy(base.custom)
             artifacts = None if base.artifacts is None else list(base.artifacts)
         for delta in reversed(deltas):
-            custom = _apply_custom(custom, delta)
-            artifacts = _apply_artifacts(artifacts, delta)
+            custom = apply_custom(custom, delta)
+            artifacts = apply_artifacts(artifacts, delta)
         segments = None if state["msgs"] is None else tuple((s[0], s[1]) for s in state["msgs"])
         hint = base or self._cached(tenant, key)
-        node = _Node(
+        node = Node(
             srev=srev,
             depth=state["depth"],
             session_id=session_id,
             segments=segments,
             messages=await self._read_messages(tenant, segments, hint),
             custom=custom,
-            custom_text=_dumps(custom),
+            custom_text=dumps(custom),
             artifacts=None if artifacts is None else tuple(artifacts),
         )
         self._remember(tenant, key, node)
         return node
 
     async def _read_messages(
-        self, tenant: str, segments: Segments | None, hint: _Node | None
+        self, tenant: str, segments: Segments | None, hint: Node | None
     ) -> tuple[Message, ...] | None:
         if segments is None:
             return None
@@ -401,7 +334,7 @@ class LinearSessionStore(SessionStoreBase):
             entries = await self.backend.read_log(tenant, log, start, count)
             self.stats.logs_read += 1
             if len(entries) != count - start:
-                raise _data_loss(f"message log {log!r} is shorter than a snapshot says")
+                raise data_loss(f"message log {log!r} is shorter than a snapshot says")
             messages.extend(Message.model_validate_json(e) for e in entries)
         return tuple(messages)
 
@@ -452,7 +385,7 @@ class LinearSessionStore(SessionStoreBase):
             unchanged = state is None and loaded is not None and loaded.state is None
         else:
             # Compared, not assumed from identity: `fn` may have edited the copy it was given in place.
-            unchanged = _same_state(state, old_node)
+            unchanged = same_state(state, old_node)
         if loaded is not None and unchanged:
             srev, raw, node = loaded.srev, loaded.state, old_node
         else:
@@ -464,10 +397,10 @@ class LinearSessionStore(SessionStoreBase):
                 # Children may hold deltas against the old state: keep it (a no-op if a retry kept it).
                 spill = {"v": FORMAT_VERSION, "srev": loaded.srev, "meta": None, "state": loaded.state}
                 await self.backend.put_record(
-                    tenant, f"{key}{_SPILL_SEP}{loaded.srev}", _dumps(spill), expected_rev=0
+                    tenant, f"{key}{_SPILL_SEP}{loaded.srev}", dumps(spill), expected_rev=0
                 )
         meta = snapshot.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"state"})
-        text = _dumps({"v": FORMAT_VERSION, "srev": srev, "meta": meta, "state": raw})
+        text = dumps({"v": FORMAT_VERSION, "srev": srev, "meta": meta, "state": raw})
         rev = 0 if loaded is None else loaded.rev
         head_of = snapshot.session_id if loaded is None else None
         if not await self.backend.put_record(tenant, key, text, expected_rev=rev, head_of=head_of):
@@ -481,12 +414,12 @@ class LinearSessionStore(SessionStoreBase):
         return self._view(_Loaded(rev + 1, srev, meta, raw, node))
 
     async def _encode(
-        self, tenant: str, snapshot: SessionSnapshot, srev: int, old: _Node | None
-    ) -> tuple[dict[str, Any], _Node]:
+        self, tenant: str, snapshot: SessionSnapshot, srev: int, old: Node | None
+    ) -> tuple[dict[str, Any], Node]:
         """The raw state of a snapshot (a delta when the parent allows it) and its cache node."""
         state = snapshot.state
         assert state is not None
-        parent: _Node | None = None
+        parent: Node | None = None
         if snapshot.parent_id is not None:
             # Trusting a cached parent is safe even if it was rewritten since: deltas name its srev.
             parent = self._cached(tenant, snapshot.parent_id)
@@ -496,7 +429,7 @@ class LinearSessionStore(SessionStoreBase):
         messages = None if state.messages is None else tuple(state.messages)
         segments = None if messages is None else await self._write_messages(tenant, messages, (old, parent))
         custom = to_jsonable_python(state.custom)  # new containers: the cache owns them
-        custom_text = _dumps(custom)
+        custom_text = dumps(custom)
         artifacts = None if state.artifacts is None else tuple(state.artifacts)
         raw: dict[str, Any] = {"msgs": None if segments is None else [list(s) for s in segments]}
         if state.session_id != snapshot.session_id:  # usually equal: then the record's meta says it
@@ -511,9 +444,9 @@ class LinearSessionStore(SessionStoreBase):
             raw["arts"] = None if artifacts is None else [a.to_wire() for a in artifacts]
         else:
             raw.update(depth=parent.depth + 1, base=snapshot.parent_id, psrev=parent.srev)
-            raw.update(_custom_delta(parent, custom, custom_text))
-            raw.update(_artifacts_delta(parent.artifacts or (), artifacts))
-        node = _Node(
+            raw.update(custom_delta(parent, custom, custom_text))
+            raw.update(artifacts_delta(parent.artifacts or (), artifacts))
+        node = Node(
             srev=srev,
             depth=raw["depth"],
             session_id=state.session_id,
@@ -526,13 +459,13 @@ class LinearSessionStore(SessionStoreBase):
         return raw, node
 
     async def _write_messages(
-        self, tenant: str, messages: tuple[Message, ...], bases: tuple[_Node | None, ...]
+        self, tenant: str, messages: tuple[Message, ...], bases: tuple[Node | None, ...]
     ) -> Segments:
         """Store a history by extending a base's log where possible; only the new messages are serialised."""
         for base in bases:
             if base is None or base.messages is None or base.segments is None:
                 continue
-            if not _is_prefix(base.messages, messages):
+            if not is_prefix(base.messages, messages):
                 continue
             extra = messages[len(base.messages) :]
             if not extra:
@@ -563,7 +496,7 @@ class LinearSessionStore(SessionStoreBase):
 
     # --- cache -----------------------------------------------------------------------------------
 
-    def _cached(self, tenant: str, key: str, srev: int | None = None) -> _Node | None:
+    def _cached(self, tenant: str, key: str, srev: int | None = None) -> Node | None:
         node = self._cache.get((tenant, key))
         if node is None or (srev is not None and node.srev != srev):
             return None
@@ -571,86 +504,10 @@ class LinearSessionStore(SessionStoreBase):
         self.stats.cache_hits += 1
         return node
 
-    def _remember(self, tenant: str, key: str, node: _Node) -> None:
+    def _remember(self, tenant: str, key: str, node: Node) -> None:
         if self.cache_size <= 0:
             return
         self._cache[(tenant, key)] = node
         self._cache.move_to_end((tenant, key))
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-
-
-# --- deltas --------------------------------------------------------------------------------------
-
-
-def _same_state(state: SessionState, node: _Node) -> bool:
-    if state.session_id != node.session_id:
-        return False
-    if (state.messages is None) != (node.messages is None) or (state.artifacts is None) != (
-        node.artifacts is None
-    ):
-        return False
-    if (
-        state.messages is not None
-        and node.messages is not None
-        and (len(state.messages) != len(node.messages) or not _is_prefix(node.messages, state.messages))
-    ):
-        return False
-    if state.artifacts is not None and node.artifacts is not None:
-        if len(state.artifacts) != len(node.artifacts):
-            return False
-        if not all(a is b or a == b for a, b in zip(state.artifacts, node.artifacts, strict=True)):
-            return False
-    return _dumps(to_jsonable_python(state.custom)) == node.custom_text
-
-
-def _custom_delta(parent: _Node, custom: Any, custom_text: str) -> dict[str, Any]:
-    # Compare JSON texts, not values: in Python 1 == True == 1.0, in JSON they differ.
-    if custom_text == parent.custom_text:
-        return {}
-    if isinstance(custom, dict | list) and type(custom) is type(parent.custom):
-        patch = jsonpatch.make_patch(parent.custom, custom).patch
-        patch_text = _dumps(patch)
-        if len(patch_text) < len(custom_text):
-            # jsonpatch diffs with ==, which misses 1 -> True; keep the patch only if it reproduces us.
-            rebuilt = jsonpatch.apply_patch(copy.deepcopy(parent.custom), patch, in_place=True)
-            if _dumps(rebuilt) == custom_text:
-                return {"cpatch": patch}
-    return {"cval": custom}
-
-
-def _apply_custom(custom: Any, delta: dict[str, Any]) -> Any:
-    if "cval" in delta:
-        return delta["cval"]
-    if "cpatch" in delta:
-        try:
-            return jsonpatch.apply_patch(custom, delta["cpatch"], in_place=True)
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-            raise _data_loss(f"custom state patch does not apply: {exc}") from exc
-    return custom
-
-
-def _artifacts_delta(parent: Sequence[Artifact], artifacts: tuple[Artifact, ...] | None) -> dict[str, Any]:
-    new = artifacts or ()
-    out: dict[str, Any] = {}
-    changed = [
-        [i, a.to_wire()] for i, (p, a) in enumerate(zip(parent, new, strict=False)) if a is not p and a != p
-    ]
-    if changed:
-        out["aset"] = changed
-    if len(new) > len(parent):
-        out["aadd"] = [a.to_wire() for a in new[len(parent) :]]
-    if artifacts is None:
-        out["anull"] = True
-    return out
-
-
-def _apply_artifacts(artifacts: list[Artifact] | None, delta: dict[str, Any]) -> list[Artifact] | None:
-    out = list(artifacts or [])
-    try:
-        for index, artifact in delta.get("aset", ()):
-            out[index] = Artifact.model_validate(artifact)
-    except IndexError as exc:
-        raise _data_loss("artifact delta does not fit its parent") from exc
-    out.extend(Artifact.model_validate(a) for a in delta.get("aadd", ()))
-    return None if delta.get("anull") else out

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import BinaryIO, Final, Unpack
 
 from turnkit.errors import TurnkitError
-from turnkit.sessions.engine import LinearSessionStore, StoredRecord, StoreOptions
+from turnkit.sessions.backend import StoredRecord
+from turnkit.sessions.engine import LinearSessionStore, StoreOptions
 
 __all__ = ["FileBackend", "FileSessionStore"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Unpack
 
-from turnkit.sessions.engine import LinearSessionStore, StoredRecord, StoreOptions
+from turnkit.sessions.backend import StoredRecord
+from turnkit.sessions.engine import LinearSessionStore, StoreOptions
 
 __all__ = ["InMemorySessionStore", "MemoryBackend"]
 
