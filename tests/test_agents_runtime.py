@@ -23,6 +23,8 @@ from turnkit import (
     ModelResponse,
     ModelResponseChunk,
     Part,
+    SessionSnapshot,
+    SessionState,
     Turnkit,
     TurnkitError,
 )
@@ -636,6 +638,22 @@ async def test_resume_by_session_walks_back_past_failed_aborted_and_pending_head
     after_failed = await agent.chat(session_id=sid).send("one")
     assert (await agent.get_snapshot(after_failed.snapshot_id)).parent_id == good.snapshot_id  # type: ignore[union-attr]
 
+    # A pending head left by a process that died mid-turn (its lease ran out with it).
+    crashed = SessionSnapshot(
+        snapshot_id="crashed-turn",
+        session_id=sid,
+        parent_id=after_failed.snapshot_id,
+        created_at="2026-01-01T00:00:00Z",
+        heartbeat_at="2026-01-01T00:00:00Z",
+        status="pending",
+        state=SessionState(session_id=sid, messages=[]),
+    )
+    assert agent.store is not None
+    await agent.store.save_snapshot("crashed-turn", lambda _: crashed)
+    assert (await agent.get_snapshot(session_id=sid)).status == "expired"  # type: ignore[union-attr]
+    after_pending = await agent.chat(session_id=sid).send("two")
+    assert (await agent.get_snapshot(after_pending.snapshot_id)).parent_id == after_failed.snapshot_id  # type: ignore[union-attr]
+
     blocker = asyncio.Event()
 
     async def fn(sess: AgentSession, ctx: AgentContext) -> Any:
@@ -645,17 +663,18 @@ async def test_resume_by_session_walks_back_past_failed_aborted_and_pending_head
         await sess.run(turn)
         return await sess.result()
 
-    # Same store, another agent: leave a pending head, then an aborted one, on top of `one`.
+    # Same store, another agent: a live detached turn holds the session, so the next turn on it
+    # waits for that one (one writer per session head) and then continues past its aborted head.
     blocked = ai.define_custom_agent(name="blocked", fn=fn, store=agent.store)
-    pending = await blocked.chat(session_id=sid).detach("pending")
-    assert (await agent.get_snapshot(session_id=sid)).status == "pending"  # type: ignore[union-attr]
-    after_pending = await agent.chat(session_id=sid).send("two")
-    assert (await agent.get_snapshot(after_pending.snapshot_id)).parent_id == after_failed.snapshot_id  # type: ignore[union-attr]
-
     aborted = await blocked.chat(session_id=sid).detach("aborted")
+    assert (await agent.get_snapshot(session_id=sid)).status == "pending"  # type: ignore[union-attr]
+    waiting = asyncio.ensure_future(agent.chat(session_id=sid).send("three"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # queued behind the live turn
     assert await blocked.abort(aborted.snapshot_id) == "pending"
-    assert (await agent.get_snapshot(session_id=sid)).status == "aborted"  # type: ignore[union-attr]
-    res = await agent.chat(session_id=sid).send("three")
+    res = await asyncio.wait_for(waiting, 5)
+    assert (await agent.get_snapshot(aborted.snapshot_id)).status == "aborted"  # type: ignore[union-attr]
+    assert (await agent.get_snapshot(res.snapshot_id)).parent_id == after_pending.snapshot_id  # type: ignore[union-attr]
     assert texts(res.messages) == [
         "good",
         "echo: good",
@@ -666,8 +685,6 @@ async def test_resume_by_session_walks_back_past_failed_aborted_and_pending_head
         "three",
         "echo: three",
     ]
-
-    await blocked.abort(pending.snapshot_id)
     await eventually(lambda: not blocked._background)
 
 
@@ -814,26 +831,27 @@ async def test_abort_noticed_between_model_calls_finishes_aborted(ai: Turnkit, p
 # --- 6. concurrency in one process ---------------------------------------------------------------
 
 
-async def test_two_chats_continuing_one_session_concurrently_lose_no_snapshot(
+async def test_two_chats_continuing_one_session_concurrently_line_up(
     ai: Turnkit, pm: ProgrammableModel
 ) -> None:
-    """Both turns start from the same head (no in-process lease yet), so the session forks: each
-    turn's snapshot is stored, both children of the head, and the head moves to the later one."""
+    """The session lease makes the second turn wait for the first and run on its snapshot: no fork."""
     agent = ai.define_agent(name="shared", store=InMemorySessionStore())
     pm.program([reply("base")])
     base = await agent.chat().send("base")
     pm.handler = lambda request, ctx: reply(f"re: {request.messages[-1].text}")
     pm.gate = asyncio.Event()
     one = asyncio.ensure_future(agent.chat(session_id=base.session_id).send("one"))
+    await pm.wait_for_calls(2)  # the first turn holds the session and waits in the model
     two = asyncio.ensure_future(agent.chat(session_id=base.session_id).send("two"))
-    await until_in_flight(pm, 3)  # both turns are at the model, having read the same head
+    await asyncio.sleep(0.05)
+    assert len(pm.requests) == 2 and not two.done()  # the second waits for the lease
     pm.gate.set()
     r1, r2 = await asyncio.gather(one, two)
     assert r1.finish_reason == r2.finish_reason == "stop"
-    assert r1.snapshot_id != r2.snapshot_id
-    for res, word in ((r1, "one"), (r2, "two")):
-        snap = await agent.get_snapshot(res.snapshot_id)
-        assert snap is not None and snap.status == "completed" and snap.parent_id == base.snapshot_id
-        assert texts(snap.state.messages) == ["base", "base", word, f"re: {word}"]  # type: ignore[union-attr]
+    first = await agent.get_snapshot(r1.snapshot_id)
+    second = await agent.get_snapshot(r2.snapshot_id)
+    assert first is not None and first.parent_id == base.snapshot_id
+    assert second is not None and second.parent_id == r1.snapshot_id
+    assert texts(second.state.messages) == ["base", "base", "one", "re: one", "two", "re: two"]  # type: ignore[union-attr]
     latest = await agent.get_snapshot(session_id=base.session_id)
-    assert latest is not None and latest.snapshot_id in (r1.snapshot_id, r2.snapshot_id)
+    assert latest is not None and latest.snapshot_id == r2.snapshot_id

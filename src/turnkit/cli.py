@@ -1,4 +1,5 @@
-"""The `turnkit` command line: `turnkit generate "..."` streams an answer from a model."""
+"""The `turnkit` command line: `turnkit generate "..."` streams an answer from a model; `turnkit chat
+FILE.py:NAME` talks to an agent in a REPL (see `turnkit.repl`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -84,6 +86,14 @@ async def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chat(args: argparse.Namespace) -> int:
+    from turnkit.repl import ChatRepl, resolve_agent, use_model
+
+    agent = resolve_agent(load_target(args.target), args.agent)
+    use_model(agent, args.model)
+    return ChatRepl(agent).run(session_id=args.session, new=args.new)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `turnkit` command and its subcommands."""
     parser = argparse.ArgumentParser(prog="turnkit", description="Stateful, multi-turn LLM agents.")
@@ -103,6 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-tokens", type=int, help="maximum tokens to generate")
     gen.add_argument("--temperature", type=float, help="sampling temperature")
     gen.set_defaults(handler=_generate)
+
+    chat = sub.add_parser(
+        "chat",
+        help="talk to an agent in a REPL",
+        description="Talk to an agent: each line is a turn, answers stream; /help lists the commands. "
+        "Sessions kept in a FileSessionStore resume automatically on the next run.",
+    )
+    chat.add_argument(
+        "target", metavar="TARGET", help="FILE.py:NAME or MODULE:NAME of an Agent or a Turnkit app"
+    )
+    chat.add_argument("--agent", help="the agent's name, when TARGET is an app with several agents")
+    fresh = chat.add_mutually_exclusive_group()
+    fresh.add_argument("--session", metavar="ID", help="continue (or start) the session ID")
+    fresh.add_argument(
+        "--new", action="store_true", help="start a new session instead of resuming the last one"
+    )
+    chat.add_argument("--model", help="model for agents that use the app's default model")
+    chat.set_defaults(handler=_chat)
     return parser
 
 
@@ -110,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the `turnkit` command; returns the process exit code."""
     args = build_parser().parse_args(argv)
     try:
-        code: int = asyncio.run(args.handler(args))
+        outcome = args.handler(args)
+        code: int = asyncio.run(outcome) if inspect.iscoroutine(outcome) else outcome
         return code
     except TurnkitError as exc:
         print(f"turnkit: error: {exc}", file=sys.stderr)

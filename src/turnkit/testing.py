@@ -35,6 +35,7 @@ class ProgrammableModel:
         self.model: Model | None = None
         # When set, each call waits on it before answering (for tests that need a turn in flight).
         self.gate: asyncio.Event | None = None
+        self._called = asyncio.Condition() if _has_loop() else None
 
     @property
     def responses(self) -> list[ModelResponse]:
@@ -68,10 +69,20 @@ class ProgrammableModel:
         """Forget the script and the recorded requests."""
         self._responses, self._chunks, self.requests, self.calls = [], [], [], 0
 
+    async def wait_for_calls(self, n: int) -> None:
+        """Return once the model has received `n` calls in all (TimeoutError after 10 s, so no test hangs)."""
+        if self._called is None:
+            self._called = asyncio.Condition()
+        async with asyncio.timeout(10), self._called:
+            await self._called.wait_for(lambda: len(self.requests) >= n)
+
     async def __call__(self, request: ModelRequest, ctx: ModelContext) -> ModelResponse:
         self.requests.append(request)
         i = self.calls
         self.calls += 1
+        if self._called is not None:
+            async with self._called:
+                self._called.notify_all()
         if self.gate is not None:
             await self.gate.wait()
         if self.handler is not None:
@@ -87,6 +98,14 @@ class ProgrammableModel:
             for chunk in self._chunks[i]:
                 ctx.send_chunk(chunk)
         return self._responses[i]
+
+
+def _has_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def define_programmable_model(ai: Turnkit, name: str = "programmableModel") -> ProgrammableModel:

@@ -44,9 +44,8 @@ def data_loss(message: str) -> TurnkitError:
 def is_prefix(prefix: Sequence[Message], messages: Sequence[Message]) -> bool:
     """Whether `messages` starts with `prefix`."""
     # Identity first: on the hot path the caller's history holds the very objects we cached.
-    return len(prefix) <= len(messages) and all(
-        a is b or a == b for a, b in zip(prefix, messages, strict=False)
-    )
+    # (list equality compares identity before value, in C)
+    return len(prefix) <= len(messages) and list(messages[: len(prefix)]) == list(prefix)
 
 
 def same_state(state: SessionState, node: Node) -> bool:

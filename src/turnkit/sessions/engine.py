@@ -56,6 +56,7 @@ from turnkit.sessions.deltas import (
     is_prefix,
     same_state,
 )
+from turnkit.sessions.lease import LeaseBackend, SessionLease
 from turnkit.sessions.store import (
     TERMINAL_STATUSES,
     SessionStoreBase,
@@ -81,6 +82,7 @@ class StoreOptions(TypedDict, total=False):
     tenant_of: TenantOf | None
     poll_interval: float
     clock: Callable[[], datetime] | None
+    lease_ttl: float
 
 
 @dataclass
@@ -132,6 +134,7 @@ class LinearSessionStore(SessionStoreBase):
         tenant_of: TenantOf | None = None,
         poll_interval: float = 1.0,
         clock: Callable[[], datetime] | None = None,
+        lease_ttl: float = 30.0,
     ) -> None:
         super().__init__(
             expire_after=expire_after, tenant_of=tenant_of, poll_interval=poll_interval, clock=clock
@@ -142,6 +145,7 @@ class LinearSessionStore(SessionStoreBase):
         self.checkpoint_every = checkpoint_every
         self.cache_size = cache_size
         self.max_attempts = max_attempts
+        self.lease_ttl = lease_ttl
         self.stats = StoreStats()
         self._cache: OrderedDict[tuple[str, str], Node] = OrderedDict()
         self._signals: weakref.WeakValueDictionary[tuple[str, str], asyncio.Event] = (
@@ -149,6 +153,19 @@ class LinearSessionStore(SessionStoreBase):
         )
 
     # --- the SessionStore contract ---------------------------------------------------------------
+
+    def session_lease(
+        self, session_id: str, *, context: Mapping[str, Any] | None = None, wait: float = 30.0
+    ) -> SessionLease:
+        """The lease of a session's head: hold it to continue the session without forking it.
+
+        Entering waits up to `wait` seconds for another holder, then raises ABORTED (`wait=0`:
+        at once). The lease lives `lease_ttl` seconds unless renewed, which happens while held.
+        """
+        check_id(session_id, "session id")
+        if not isinstance(self.backend, LeaseBackend):
+            raise TurnkitError("UNIMPLEMENTED", f"{type(self.backend).__name__} has no leases")
+        return SessionLease(self.backend, self.tenant_key(context), session_id, ttl=self.lease_ttl, wait=wait)
 
     async def get_snapshot(
         self,

@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import os
+import time
 import uuid
 import zlib
 from collections.abc import Iterator, Sequence
@@ -201,6 +202,41 @@ class FileBackend:
         except FileNotFoundError:
             return []
         return out
+
+    async def try_lease(self, tenant: str, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew a lease unless another owner holds an unexpired one (across processes)."""
+        return await asyncio.to_thread(self._try_lease, tenant, name, owner, ttl)
+
+    async def release_lease(self, tenant: str, name: str, owner: str) -> None:
+        """Drop the lease if `owner` holds it."""
+        await asyncio.to_thread(self._release_lease, tenant, name, owner)
+
+    def _lease_path(self, tenant: str, name: str) -> tuple[Path, Path]:
+        tdir = self._tenant_dir(tenant, create=True)
+        return tdir, tdir / "locks" / f"{encode_name(name)}.lease"
+
+    def _lease_holder(self, path: Path) -> tuple[str, float]:
+        try:
+            held = json.loads(path.read_text("utf-8"))
+            return str(held["owner"]), float(held["expires"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return "", 0.0  # absent, or torn by a crash: free
+
+    def _try_lease(self, tenant: str, name: str, owner: str, ttl: float) -> bool:
+        tdir, path = self._lease_path(tenant, name)
+        with self._locked(tdir, name):
+            holder, expires = self._lease_holder(path)
+            # Wall-clock time: the other holder may be another process.
+            if holder and holder != owner and expires > time.time():
+                return False
+            path.write_text(_compact({"owner": owner, "expires": time.time() + ttl}), "utf-8")
+            return True
+
+    def _release_lease(self, tenant: str, name: str, owner: str) -> None:
+        tdir, path = self._lease_path(tenant, name)
+        with self._locked(tdir, name):
+            if self._lease_holder(path)[0] == owner:
+                path.unlink(missing_ok=True)
 
     @contextmanager
     def _locked(self, tdir: Path, name: str) -> Iterator[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Unpack
 
@@ -19,6 +20,7 @@ class MemoryBackend:
         self.records: dict[tuple[str, str], StoredRecord] = {}
         self.heads: dict[tuple[str, str], str] = {}
         self.logs: dict[tuple[str, str], list[str]] = {}
+        self.leases: dict[tuple[str, str], tuple[str, float]] = {}
 
     async def get_record(self, tenant: str, key: str) -> StoredRecord | None:
         """The record stored under `key`, or None."""
@@ -51,6 +53,20 @@ class MemoryBackend:
     async def read_log(self, tenant: str, log_id: str, start: int, end: int) -> list[str]:
         """Entries `start` to `end` of a log."""
         return self.logs.get((tenant, log_id), [])[start:end]
+
+    async def try_lease(self, tenant: str, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew a lease unless another owner holds an unexpired one."""
+        now = time.monotonic()
+        held = self.leases.get((tenant, name))
+        if held is not None and held[0] != owner and held[1] > now:
+            return False
+        self.leases[(tenant, name)] = (owner, now + ttl)
+        return True
+
+    async def release_lease(self, tenant: str, name: str, owner: str) -> None:
+        """Drop the lease if `owner` holds it."""
+        if self.leases.get((tenant, name), ("",))[0] == owner:
+            del self.leases[(tenant, name)]
 
     def stored_bytes(self) -> int:
         """Characters held in records and logs (a measure of storage growth)."""

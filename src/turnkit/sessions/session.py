@@ -90,6 +90,8 @@ def _many(items: Any, kind: type[W]) -> tuple[W, ...]:
     """One item or an iterable of items, each an instance of `kind` or its wire form."""
     if isinstance(items, (kind, dict)):
         items = [items]
+    if type(items) in (list, tuple) and set(map(type, items)) <= {kind}:
+        return tuple(items)  # the common case, checked in C: nothing to convert
     return tuple(kind.from_wire(i) for i in items)
 
 
