@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,17 @@ def require_reference(name: str) -> Path:
             pytest.fail(f"{path} is missing; CI runs with ../shared beside the clone")
         pytest.skip(f"{path} not found (set TURNKIT_SHARED to the shared/ folder)")
     return path
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a server is unreachable on this machine; in CI, where it must run, fail instead."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError as exc:
+        message = f"{name} is not reachable at {host}:{port} ({exc})"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 @pytest.fixture

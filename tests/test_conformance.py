@@ -17,9 +17,10 @@ import yaml
 from pydantic import BaseModel
 
 from conftest import IN_CI, REFERENCE
+from test_store_contract import STORES as STORE_CASES
 from turnkit import Turnkit, TurnkitError
 from turnkit.agents import Agent, AgentConnection, AgentContext, AgentSession, TurnContext
-from turnkit.sessions import FileSessionStore, InMemorySessionStore, SessionStore
+from turnkit.sessions import SessionStore
 from turnkit.testing import ProgrammableModel, define_programmable_model
 from turnkit.tools import ToolContext
 from turnkit.types import AgentInput, AgentOutput, AgentStreamChunk, Artifact, Message, Part
@@ -31,9 +32,9 @@ if not SPEC_PATH.exists():
     pytest.skip(f"conformance spec not found at {SPEC_PATH}", allow_module_level=True)
 
 SPEC: list[dict[str, Any]] = yaml.safe_load(SPEC_PATH.read_text())["tests"]
+# Every store of the contract suite (memory, file, and the database stores when present).
 STORES: dict[str, Callable[[Path], SessionStore]] = {
-    "memory": lambda _: InMemorySessionStore(),
-    "file": lambda tmp: FileSessionStore(tmp / "snapshots"),
+    name: (lambda tmp, make=make: make(tmp).open()) for name, make in STORE_CASES.items()
 }
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +54,11 @@ def file_case(tmp_path: Path) -> StoreCase:
 
 
 STORES: dict[str, Callable[[Path], StoreCase]] = {"memory": memory_case, "file": file_case}
+# Stores with a module of their own (`tests/store_case_<name>.py` defining `store_case(tmp_path)`),
+# e.g. those needing a database server: they join every contract and conformance test.
+for _name in ("sqlite", "postgres", "redis"):
+    if importlib.util.find_spec(f"store_case_{_name}") is not None:
+        STORES[_name] = importlib.import_module(f"store_case_{_name}").store_case
 
 
 @pytest.fixture(params=sorted(STORES))
