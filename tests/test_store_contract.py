@@ -38,6 +38,7 @@ class StoreCase:
 
     open: Callable[..., LinearSessionStore]  # each call: a new store instance (cold cache), same data
     stored_bytes: Callable[[], int]
+    url: str | None = None  # how another process opens the same store (`store_from_url`), if it can
 
 
 def memory_case(tmp_path: Path) -> StoreCase:
@@ -50,6 +51,7 @@ def file_case(tmp_path: Path) -> StoreCase:
     return StoreCase(
         lambda **o: FileSessionStore(directory, **o),
         lambda: sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()),
+        f"file:{directory}",
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from turnkit.app import Turnkit
 from turnkit.errors import TurnkitError
+from turnkit.http.serve import add_serve_command
 
 LOCAL_DEFAULT_MODEL = "llamacpp/smollm2"
 
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("--model", help="model for agents that use the app's default model")
     chat.set_defaults(handler=_chat)
+    add_serve_command(sub)
     return parser
 
 

@@ -469,6 +469,7 @@ async def _resume(
                 raise TurnkitError(
                     "INVALID_ARGUMENT", f"restart of tool {req.name!r} (ref {req.ref!r}) has modified inputs"
                 )
+            # A restart means "run it again, approved": Genkit's clients send no `resumed` with it.
             resumed = (new.metadata or {}).get("resumed", True)
             results.append(await _run_tool(part, tools, ToolContext(context=ctx.context, resumed=resumed)))
         elif "pendingOutput" in meta:

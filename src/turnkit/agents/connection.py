@@ -95,6 +95,11 @@ class AgentConnection:
                 return
 
     @property
+    def error(self) -> TurnkitError | None:
+        """The error that failed the invocation, if it failed (with its `public` flag)."""
+        return self._inv.error
+
+    @property
     def finished(self) -> bool:
         """Whether the agent has finished and every chunk has been received."""
         return self._ended

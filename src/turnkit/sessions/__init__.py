@@ -7,6 +7,7 @@ snapshots are stored as deltas with periodic checkpoints, and messages in append
 from turnkit.sessions.backend import RecordBackend, StoredRecord
 from turnkit.sessions.engine import FORMAT_VERSION, LinearSessionStore, StoreOptions, StoreStats
 from turnkit.sessions.file import FileSessionStore
+from turnkit.sessions.lease import LeaseBackend, SessionLease
 from turnkit.sessions.memory import InMemorySessionStore
 from turnkit.sessions.session import (
     ArtifactAdded,
@@ -29,6 +30,7 @@ from turnkit.sessions.store import (
     check_id,
     default_tenant_of,
 )
+from turnkit.sessions.url import store_from_url
 
 __all__ = [
     "FORMAT_VERSION",
@@ -37,12 +39,14 @@ __all__ = [
     "CustomChanged",
     "FileSessionStore",
     "InMemorySessionStore",
+    "LeaseBackend",
     "LinearSessionStore",
     "MessagesAdded",
     "MessagesSet",
     "RecordBackend",
     "Session",
     "SessionEvent",
+    "SessionLease",
     "SessionListener",
     "SessionStore",
     "SessionStoreBase",
@@ -56,4 +60,5 @@ __all__ = [
     "default_tenant_of",
     "get_current_session",
     "run_with_session",
+    "store_from_url",
 ]

@@ -83,6 +83,7 @@ class StoreOptions(TypedDict, total=False):
     poll_interval: float
     clock: Callable[[], datetime] | None
     lease_ttl: float
+    max_state_bytes: int | None
 
 
 @dataclass
@@ -132,9 +133,10 @@ class LinearSessionStore(SessionStoreBase):
         max_attempts: int = 1000,
         expire_after: float = 60.0,
         tenant_of: TenantOf | None = None,
-        poll_interval: float = 1.0,
+        poll_interval: float = 0.25,
         clock: Callable[[], datetime] | None = None,
         lease_ttl: float = 30.0,
+        max_state_bytes: int | None = None,
     ) -> None:
         super().__init__(
             expire_after=expire_after, tenant_of=tenant_of, poll_interval=poll_interval, clock=clock
@@ -146,6 +148,7 @@ class LinearSessionStore(SessionStoreBase):
         self.cache_size = cache_size
         self.max_attempts = max_attempts
         self.lease_ttl = lease_ttl
+        self.max_state_bytes = max_state_bytes
         self.stats = StoreStats()
         self._cache: OrderedDict[tuple[str, str], Node] = OrderedDict()
         self._signals: weakref.WeakValueDictionary[tuple[str, str], asyncio.Event] = (
@@ -444,10 +447,12 @@ class LinearSessionStore(SessionStoreBase):
                 loaded = await self._load(tenant, snapshot.parent_id)
                 parent = None if loaded is None else loaded.node
         messages = None if state.messages is None else tuple(state.messages)
-        segments = None if messages is None else await self._write_messages(tenant, messages, (old, parent))
         custom = to_jsonable_python(state.custom)  # new containers: the cache owns them
         custom_text = dumps(custom)
         artifacts = None if state.artifacts is None else tuple(state.artifacts)
+        if self.max_state_bytes is not None:
+            self._check_size(snapshot.snapshot_id, messages, custom_text, artifacts, parent)
+        segments = None if messages is None else await self._write_messages(tenant, messages, (old, parent))
         raw: dict[str, Any] = {"msgs": None if segments is None else [list(s) for s in segments]}
         if state.session_id != snapshot.session_id:  # usually equal: then the record's meta says it
             raw["sid"] = state.session_id
@@ -474,6 +479,29 @@ class LinearSessionStore(SessionStoreBase):
             artifacts=artifacts,
         )
         return raw, node
+
+    def _check_size(
+        self,
+        key: str,
+        messages: tuple[Message, ...] | None,
+        custom_text: str,
+        artifacts: tuple[Artifact, ...] | None,
+        parent: Node | None,
+    ) -> None:
+        """Refuse a snapshot whose custom state and artifacts, or whose new messages, exceed the limit."""
+        limit = self.max_state_bytes
+        assert limit is not None
+        held = len(custom_text) + sum(len(a.to_json()) for a in artifacts or ())
+        new = messages or ()
+        if parent is not None and parent.messages is not None and is_prefix(parent.messages, new):
+            new = new[len(parent.messages) :]
+        added = sum(len(m.to_json()) for m in new)
+        for what, size in (("custom state and artifacts", held), ("new messages", added)):
+            if size > limit:
+                raise TurnkitError(
+                    "INVALID_ARGUMENT",
+                    f"snapshot {key!r}: its {what} take {size} bytes, over the store's limit of {limit} (max_state_bytes)",
+                )
 
     async def _write_messages(
         self, tenant: str, messages: tuple[Message, ...], bases: tuple[Node | None, ...]

@@ -109,7 +109,7 @@ class SessionStoreBase(ABC):
         *,
         expire_after: float = 60.0,
         tenant_of: TenantOf | None = None,
-        poll_interval: float = 1.0,
+        poll_interval: float = 0.25,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.expire_after = expire_after
