@@ -261,6 +261,13 @@ class LinearSessionStore(SessionStoreBase):
         record = json.loads(stored.data)
         if record.get("v") != FORMAT_VERSION:
             raise data_loss(f"record {key!r} has unsupported format version {record.get('v')!r}")
+        # Records leave out what they would repeat: their own id, and a delta's base when it is
+        # the parent (spilled states, which have no metadata, always keep their base).
+        meta, state = record["meta"], record["state"]
+        if meta is not None:
+            meta.setdefault("snapshotId", key)
+            if state is not None and state["depth"] > 0:
+                state.setdefault("base", meta.get("parentId"))
         return stored.rev, record
 
     async def _load(self, tenant: str, key: str) -> _Loaded | None:
@@ -420,7 +427,11 @@ class LinearSessionStore(SessionStoreBase):
                     tenant, f"{key}{_SPILL_SEP}{loaded.srev}", dumps(spill), expected_rev=0
                 )
         meta = snapshot.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"state"})
-        text = dumps({"v": FORMAT_VERSION, "srev": srev, "meta": meta, "state": raw})
+        stored_meta = {k: v for k, v in meta.items() if k != "snapshotId"}  # the key says it
+        stored_raw = raw
+        if raw is not None and raw.get("base") is not None and raw["base"] == meta.get("parentId"):
+            stored_raw = {k: v for k, v in raw.items() if k != "base"}
+        text = dumps({"v": FORMAT_VERSION, "srev": srev, "meta": stored_meta, "state": stored_raw})
         rev = 0 if loaded is None else loaded.rev
         head_of = snapshot.session_id if loaded is None else None
         if not await self.backend.put_record(tenant, key, text, expected_rev=rev, head_of=head_of):
