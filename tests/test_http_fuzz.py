@@ -100,6 +100,10 @@ def check(resp: httpx.Response, method: str) -> None:
         assert all(f.startswith(b"data: ") for f in body.split(b"\n\n")[:-1])
         assert all("message" in p for p in payloads[:-1])
         terminal = payloads[-1]
+        if "error" in terminal:  # agent misuse arrives as the stream's only frame
+            assert len(payloads) == 1 and set(terminal["error"]) == {"status", "message", "details"}, terminal
+            assert terminal["error"]["status"] not in ("INTERNAL", "UNKNOWN"), terminal
+            return
         assert "result" in terminal, terminal
         result = terminal["result"]
     else:

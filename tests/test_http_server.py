@@ -205,23 +205,37 @@ async def test_error_after_the_stream_started_is_a_terminal_frame(served: Served
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_misuse_is_refused_before_the_stream(served: Served, stream: bool) -> None:
+async def test_agent_misuse_is_an_http_error_or_the_streams_only_frame(served: Served, stream: bool) -> None:
+    """Without streaming, misuse gets its HTTP code; with it, the stream opens and its one frame is the
+    error (as Genkit's servers do, so Genkit's JS client reads the status)."""
     headers = SSE if stream else {}
+
+    def misuse(resp: httpx.Response, code: int, status: str) -> dict[str, Any]:
+        if not stream:
+            return error_of(resp, code, status)
+        assert resp.status_code == 200, resp.text
+        assert (
+            resp.text.startswith("data: ") and resp.text.endswith("\n\n") and resp.text.count("data: ") == 1
+        )
+        err: dict[str, Any] = json.loads(resp.text[len("data: ") :])["error"]
+        assert err["status"] == status and "details" in err
+        return err
+
     msg = {"message": user("x")}
-    err = error_of(await served.turn("chat", msg, {"state": {}}, headers=headers), 400, "FAILED_PRECONDITION")
+    err = misuse(await served.turn("chat", msg, {"state": {}}, headers=headers), 400, "FAILED_PRECONDITION")
     assert "state" in err["message"]
-    error_of(
+    misuse(
         await served.turn("stateless", msg, {"sessionId": "s1"}, headers=headers), 400, "FAILED_PRECONDITION"
     )
-    error_of(
+    misuse(
         await served.turn("stateless", {**msg, "detach": True}, {}, headers=headers),
         400,
         "FAILED_PRECONDITION",
     )
-    error_of(await served.turn("chat", msg, {"snapshotId": "nope"}, headers=headers), 404, "NOT_FOUND")
+    misuse(await served.turn("chat", msg, {"snapshotId": "nope"}, headers=headers), 404, "NOT_FOUND")
     first = (await served.turn("counter", msg, {})).json()["result"]
     init = {"snapshotId": first["snapshotId"], "sessionId": "another"}
-    error_of(await served.turn("counter", msg, init, headers=headers), 400, "INVALID_ARGUMENT")
+    misuse(await served.turn("counter", msg, init, headers=headers), 400, "INVALID_ARGUMENT")
 
 
 async def test_interrupt_and_resume_over_the_wire(served: Served) -> None:

@@ -80,12 +80,6 @@ def test_misuse_is_an_agent_error(js: dict[str, Any]) -> None:
     checks.errors(outcome(js, "errors"))
 
 
-@pytest.mark.xfail(
-    reason="turnkit rejects a bad init with HTTP 4xx before the stream starts; the JS client then throws "
-    "'Server returned: 4xx: {json}' and its AgentError.status is 'UNKNOWN'. Genkit's servers answer 200 "
-    "and send a terminal {error} frame, which the JS client parses into AgentError.status.",
-    strict=False,
-)
 def test_misuse_status_reaches_agent_error_status(js: dict[str, Any]) -> None:
     checks.error_statuses(outcome(js, "errors"))
 

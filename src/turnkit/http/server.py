@@ -325,9 +325,9 @@ class _JsonTurnResponse(Response):
 class _StreamTurnResponse(Response):
     """Server-sent events: a `{"message": chunk}` frame per chunk, then one terminal frame."""
 
-    def __init__(self, turn: _Turn) -> None:
+    def __init__(self, open_turn: Callable[[], Awaitable[_Turn]]) -> None:
         super().__init__(status_code=200)
-        self.turn = turn
+        self.open_turn = open_turn
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
@@ -346,13 +346,14 @@ class _StreamTurnResponse(Response):
             await frame({"message": chunk.to_wire()})
 
         try:
-            output = await self.turn.guarded(receive, self.turn.run(sink))
+            turn = await self.open_turn()
+            output = await turn.guarded(receive, turn.run(sink))
         except Exception as exc:
             await frame(error_body(_shown(exc)), more=False)
             return
         if output is None:
             return
-        await frame({"result": _output_wire(output, self.turn.error)}, more=False)
+        await frame({"result": _output_wire(output, turn.error)}, more=False)
 
 
 # --- the app -------------------------------------------------------------------------------------
@@ -417,15 +418,23 @@ class _Server:
         agent, context, envelope = await self.prepare(request)
         item: AgentInput = _field(envelope, "data", AgentInput, required=True)
         init: AgentInit = _field(envelope, "init", AgentInit, required=False)
-        conn = await agent.stream_bidi(init, context=context)  # init misuse raises here, before any byte
-        try:
-            await conn.send(item)
-            await conn.close()
-        except BaseException:
-            await conn.cancel()
-            raise
-        turn = _Turn(conn, detach=bool(item.detach))
-        return _StreamTurnResponse(turn) if _wants_stream(request) else _JsonTurnResponse(turn)
+
+        async def open_turn() -> _Turn:
+            conn = await agent.stream_bidi(init, context=context)  # init misuse raises here
+            try:
+                await conn.send(item)
+                await conn.close()
+            except BaseException:
+                await conn.cancel()
+                raise
+            return _Turn(conn, detach=bool(item.detach))
+
+        if _wants_stream(request):
+            # A well-formed, authorised request gets its stream at once, so misuse of the agent
+            # (bad init) arrives as the terminal error frame: Genkit's clients read an error's
+            # status only from a frame. Request errors above keep their HTTP codes.
+            return _StreamTurnResponse(open_turn)
+        return _JsonTurnResponse(await open_turn())
 
     async def get_snapshot(self, request: Request) -> Response:
         """POST /agents/{name}/getSnapshot: a snapshot by id or a session's latest; 404 when none."""
