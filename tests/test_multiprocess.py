@@ -82,6 +82,9 @@ def workers() -> Iterator[list[Worker]]:
     for w in started:
         if w.proc.poll() is None:
             w.kill()
+        for pipe in (w.proc.stdout, w.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 async def chain_of(store: LinearSessionStore, session_id: str) -> list[Any]:
@@ -170,10 +173,14 @@ async def test_kill_during_an_attached_turn_loses_nothing_completed(
     # While the hanging turn holds the session, a reject-policy turn is refused at once.
     ai = Turnkit(model="programmableModel")
     define_programmable_model(ai)
-    rejecting = ai.define_agent(name="r", store=store_from_url(url), on_conflict="reject")
+    store = store_from_url(url)
+    rejecting = ai.define_agent(name="r", store=store, on_conflict="reject")
     with pytest.raises(TurnkitError) as err:
         await rejecting.chat(session_id="s4").send("now")
     assert err.value.status == "ABORTED"
+    close = getattr(store, "close", None)
+    if close is not None:  # stores holding connections (Postgres, Redis)
+        await close()
     hanging.kill()
     Worker("continue", url, "s4", "1", "after").finish()
     chain = await chain_of(shared.open(), "s4")

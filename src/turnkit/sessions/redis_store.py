@@ -1,0 +1,429 @@
+"""`RedisSessionStore`: the linear engine over Redis (redis-py asyncio), shared by any number of processes.
+
+Key layout under the store's prefix P (default `turnkit:`); T is the tenant and I an id, each as
+unpadded URL-safe base64 of its UTF-8 (the default tenant "" is empty), so every id, whatever it
+holds (`:`, `*`, `{`, quotes, newlines), maps to exactly one key and no two ids to the same one:
+    P r:T:I     hash {rev, data, tok}: a snapshot record (`tok`: the nonce of the write that made it)
+    P h:T:I     string: the snapshot id last made head of session I
+    P l:T:I     list: message log I, one JSON text per entry
+    P x:T:I     string with a PX expiry: lease I, holding its owner
+    P m::version  string: the layout version (`LAYOUT_VERSION`); newer ones are refused
+    P m::changes  (a pub/sub channel, not a key): every record write publishes its record key here
+After the prefix every key is one kind letter, `:`, base64, `:`, base64: exactly two colons, the
+first at index 1. So no key of prefix P can be read as a key of a prefix that extends P (or that P
+extends), and `purge()` (a SCAN of P, keeping only keys of that exact shape) never touches another
+prefix's keys, even when one prefix is the start of another or holds glob characters.
+
+Every compare-and-set is one Lua script, so each backend call is one round trip and atomic.
+Status watchers wake through pub/sub: one subscription per store instance dispatches the
+published record keys to local waiters, with polling (`poll_interval`) as the fallback. Not for
+Redis Cluster: a record write moves the session head in the same script, across two keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import re
+import secrets
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, TypeVar, Unpack
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from turnkit.errors import TurnkitError
+from turnkit.sessions.backend import StoredRecord
+from turnkit.sessions.engine import LinearSessionStore, StoreOptions
+
+__all__ = ["LAYOUT_VERSION", "RedisBackend", "RedisSessionStore", "encode_part", "glob_escape"]
+
+log = logging.getLogger("turnkit.sessions")
+
+LAYOUT_VERSION: Final = 1
+_KINDS: Final = frozenset("rhlxm")
+_BASE64: Final = re.compile(r"[A-Za-z0-9_-]*")
+_GLOB_SPECIAL: Final = re.compile(r"([\\*?\[\]])")
+_LAYOUT_ERROR: Final = "TURNKITLAYOUT"
+# Waits before the second and third try of a call that lost its connection (then it raises).
+_RETRY_DELAYS: Final = (0.0, 0.1)
+# The longest the pub/sub listener reads before it checks whether it was cancelled (seconds).
+_LISTEN_BEAT: Final = 1.0
+_T = TypeVar("_T")
+
+# Every write script first checks the layout version (and writes it into a fresh prefix).
+_CHECK_LAYOUT: Final = """
+local layout = redis.call('GET', KEYS[1])
+if layout ~= ARGV[1] then
+  if layout then return redis.error_reply('TURNKITLAYOUT ' .. layout) end
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+"""
+# KEYS: layout, record[, head]. ARGV: layout, expected rev, data, nonce, channel[, head value].
+# The nonce makes a retried call exact: a write that landed but whose reply was lost reads as done.
+_PUT_RECORD: Final = (
+    _CHECK_LAYOUT
+    + """
+local current = redis.call('HMGET', KEYS[2], 'rev', 'tok')
+local rev = tonumber(current[1]) or 0
+local expected = tonumber(ARGV[2])
+if rev ~= expected then
+  if rev == expected + 1 and current[2] == ARGV[4] then return 1 end
+  return 0
+end
+redis.call('HSET', KEYS[2], 'rev', expected + 1, 'data', ARGV[3], 'tok', ARGV[4])
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[6]) end
+redis.call('PUBLISH', ARGV[5], KEYS[2])
+return 1
+"""
+)
+# KEYS: layout, log. ARGV: layout, start, retry flag, entries... On a retry, finding exactly these
+# entries at `start` means the first try landed (or wrote what this one would have): success.
+_APPEND_LOG: Final = (
+    _CHECK_LAYOUT
+    + """
+local start = tonumber(ARGV[2])
+local n = #ARGV - 3
+local length = redis.call('LLEN', KEYS[2])
+if length ~= start then
+  if ARGV[3] ~= '1' or n == 0 or length < start + n then return 0 end
+  local got = redis.call('LRANGE', KEYS[2], start, start + n - 1)
+  for i = 1, n do
+    if got[i] ~= ARGV[i + 3] then return 0 end
+  end
+  return 1
+end
+for i = 4, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return 1
+"""
+)
+# KEYS: lease. ARGV: owner, ttl in ms. Take a free lease or renew our own (SET PX), else refuse.
+_TRY_LEASE: Final = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# KEYS: lease. ARGV: owner. Compare-and-delete: only the holder gives a lease up.
+_RELEASE_LEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def encode_part(value: str) -> str:
+    """A key part for any string: unpadded URL-safe base64 of its UTF-8 (never holds `:` or glob chars)."""
+    return base64.urlsafe_b64encode(value.encode("utf-8")).rstrip(b"=").decode("ascii")
+
+
+def glob_escape(text: str) -> str:
+    """`text` as a Redis glob pattern that matches only itself."""
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+class RedisBackend:
+    """Records, heads, message logs and leases in Redis: a `RecordBackend` and a `LeaseBackend`."""
+
+    def __init__(self, client: Redis, prefix: str) -> None:
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError("the Redis key prefix must be a non-empty string")
+        self.client = client
+        self.prefix = prefix
+        self.layout_key = f"{prefix}m::version"
+        self.channel = f"{prefix}m::changes"
+        self._layout_checked = False
+        self._put = client.register_script(_PUT_RECORD)
+        self._append = client.register_script(_APPEND_LOG)
+        self._try_lease = client.register_script(_TRY_LEASE)
+        self._release = client.register_script(_RELEASE_LEASE)
+
+    # --- keys ------------------------------------------------------------------------------------
+
+    def key(self, kind: str, tenant: str, name: str) -> str:
+        """The Redis key of one item: prefix, kind letter, encoded tenant, encoded name."""
+        return f"{self.prefix}{kind}:{encode_part(tenant)}:{encode_part(name)}"
+
+    def owns(self, key: bytes | str) -> bool:
+        """Whether `key` is one of this prefix's keys (and not, say, one of a longer prefix's)."""
+        try:
+            text = _text(key)
+        except UnicodeDecodeError:
+            return False
+        if not text.startswith(self.prefix):
+            return False
+        parts = text[len(self.prefix) :].split(":")
+        return (
+            len(parts) == 3
+            and parts[0] in _KINDS
+            and all(_BASE64.fullmatch(p) is not None for p in parts[1:])
+        )
+
+    # --- the RecordBackend methods -----------------------------------------------------------------
+
+    async def get_record(self, tenant: str, key: str) -> StoredRecord | None:
+        """The record stored under `key`, or None."""
+        rkey = self.key("r", tenant, key)
+        rev, data = await self._call(lambda _: self.client.hmget(rkey, ["rev", "data"]))
+        return None if rev is None or data is None else StoredRecord(int(rev), _text(data))
+
+    async def put_record(
+        self, tenant: str, key: str, data: str, *, expected_rev: int, head_of: str | None = None
+    ) -> bool:
+        """Store `data` if the record is still at `expected_rev`, move the head if asked, and publish."""
+        rkey = self.key("r", tenant, key)
+        keys = [self.layout_key, rkey]
+        args: list[str | int] = [LAYOUT_VERSION, expected_rev, data, secrets.token_hex(8), self.channel]
+        if head_of is not None:
+            keys.append(self.key("h", tenant, head_of))
+            args.append(key)
+        return bool(await self._call(lambda _: self._put(keys=keys, args=args)))
+
+    async def get_head(self, tenant: str, session_id: str) -> str | None:
+        """The snapshot most recently created in the session, or None."""
+        hkey = self.key("h", tenant, session_id)
+        head = await self._call(lambda _: self.client.get(hkey))
+        return None if head is None else _text(head)
+
+    async def append_log(self, tenant: str, log_id: str, start: int, entries: Sequence[str]) -> bool:
+        """Append to a log that holds exactly `start` entries."""
+        keys = [self.layout_key, self.key("l", tenant, log_id)]
+
+        def append(retry: bool) -> Awaitable[Any]:
+            args: list[str | int] = [LAYOUT_VERSION, start, int(retry), *entries]
+            return self._append(keys=keys, args=args)
+
+        return bool(await self._call(append))
+
+    async def read_log(self, tenant: str, log_id: str, start: int, end: int) -> list[str]:
+        """Entries `start` to `end` (exclusive) of a log."""
+        if end <= start:
+            return []
+        lkey = self.key("l", tenant, log_id)
+        entries = await self._call(lambda _: self.client.lrange(lkey, start, end - 1))
+        return [_text(e) for e in entries]
+
+    # --- the LeaseBackend methods ------------------------------------------------------------------
+
+    async def try_lease(self, tenant: str, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew a lease (Redis expires it after `ttl` seconds) unless another owner holds it."""
+        keys = [self.key("x", tenant, name)]
+        args: list[str | int] = [owner, max(1, round(ttl * 1000))]
+        return bool(await self._call(lambda _: self._try_lease(keys=keys, args=args)))
+
+    async def release_lease(self, tenant: str, name: str, owner: str) -> None:
+        """Drop the lease if `owner` still holds it."""
+        keys, args = [self.key("x", tenant, name)], [owner]
+        await self._call(lambda _: self._release(keys=keys, args=args))
+
+    # --- maintenance -------------------------------------------------------------------------------
+
+    async def purge(self) -> int:
+        """Delete every key of this prefix (records, heads, logs, leases, version); return how many."""
+        doomed: list[bytes | str] = []
+        async for key in self.client.scan_iter(match=glob_escape(self.prefix) + "*", count=1000):
+            if self.owns(key):
+                doomed.append(key)
+        for i in range(0, len(doomed), 500):
+            await self.client.unlink(*doomed[i : i + 500])
+        self._layout_checked = False
+        return len(doomed)
+
+    # --- plumbing ----------------------------------------------------------------------------------
+
+    async def _call(self, op: Callable[[bool], Awaitable[_T]]) -> _T:
+        """Run `op` (told whether it is a retry), retrying when the connection drops under it.
+
+        Every operation here is safe to repeat: reads and leases are idempotent, a record write
+        recognises its own nonce, and a retried append recognises its own entries."""
+        for attempt, delay in enumerate((*_RETRY_DELAYS, None)):
+            try:
+                if not self._layout_checked:
+                    await self._check_layout()
+                return await op(attempt > 0)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if delay is None:
+                    raise TurnkitError("UNAVAILABLE", f"Redis is unavailable: {exc}", public=False) from exc
+                log.debug("Redis connection lost; retrying", exc_info=True)
+                await asyncio.sleep(delay)
+            except ResponseError as exc:
+                if str(exc).startswith(_LAYOUT_ERROR):
+                    raise self._layout_refused(str(exc)[len(_LAYOUT_ERROR) + 1 :]) from None
+                raise
+        raise AssertionError("unreachable")
+
+    async def _check_layout(self) -> None:
+        stored = await self.client.get(self.layout_key)
+        if stored is not None and _text(stored) != str(LAYOUT_VERSION):
+            raise self._layout_refused(_text(stored))
+        self._layout_checked = True
+
+    def _layout_refused(self, stored: str) -> TurnkitError:
+        if stored.isdigit() and int(stored) > LAYOUT_VERSION:
+            why = f"layout version {stored}, newer than this turnkit's ({LAYOUT_VERSION}): upgrade turnkit"
+        else:
+            why = f"unknown layout version {stored!r} (this turnkit writes {LAYOUT_VERSION})"
+        return TurnkitError(
+            "FAILED_PRECONDITION", f"Redis prefix {self.prefix!r} holds session data of {why}", public=False
+        )
+
+
+class _Notifier:
+    """One pub/sub subscription per store instance: wakes the local waiters of records that changed.
+
+    Until the subscription is confirmed (and after it drops) a waiter returns as soon as it is in
+    place again or a poll interval passes, so a change that was published meanwhile is read anyway.
+    """
+
+    def __init__(self, client: Redis, channel: str) -> None:
+        self.client = client
+        self.channel = channel
+        self._events: weakref.WeakValueDictionary[str, asyncio.Event] = weakref.WeakValueDictionary()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def waiter(self, key: str, timeout: float) -> Callable[[], Awaitable[None]]:
+        """Start listening for a change of record `key`; the result waits for one (or `timeout`)."""
+        if self._closed:
+            return lambda: asyncio.sleep(timeout)
+        self._start()
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = asyncio.Event()
+        ready = self._ready
+        subscribed = ready.is_set()
+
+        async def wait() -> None:
+            # The closure holds the event, which keeps it in the weak map while someone waits.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await (event.wait() if subscribed else ready.wait())
+
+        return wait
+
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            self._ready = asyncio.Event()  # events belong to one event loop: start afresh
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"listen {self.channel}")
+
+    async def close(self) -> None:
+        """Stop listening for good: waiters made from now on only poll."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _wake_all(self) -> None:
+        events = list(self._events.values())
+        self._events.clear()
+        for event in events:
+            event.set()
+
+    async def _run(self) -> None:
+        task = asyncio.current_task()
+        delay = 0.05
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                while True:
+                    # redis-py sends through `asyncio.wait_for`, which on Python 3.11 can swallow a
+                    # cancellation that lands as a send completes: notice it, and read in short beats.
+                    if task is not None and task.cancelling():
+                        raise asyncio.CancelledError
+                    message = await pubsub.get_message(timeout=_LISTEN_BEAT)
+                    if message is None:
+                        continue
+                    if message["type"] == "message":
+                        event = self._events.pop(_text(message["data"]), None)
+                        if event is not None:
+                            event.set()
+                    elif message["type"] == "subscribe":
+                        # (Re)subscribed, perhaps after a silent reconnect: changes may have been missed.
+                        self._ready.set()
+                        self._wake_all()
+                        delay = 0.05
+            except Exception as exc:
+                # Connection lost (or refused): wake everyone to read again, then resubscribe.
+                lost = isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError))
+                log.log(
+                    logging.DEBUG if lost else logging.WARNING,
+                    "Redis pub/sub failed (%s); resubscribing",
+                    exc,
+                )
+                self._ready.clear()  # before the wake-up: whoever waits again waits for the resubscription
+                self._wake_all()
+            finally:
+                self._ready.clear()
+                close: Callable[[], Awaitable[None]] = pubsub.aclose  # untyped in redis-py
+                with contextlib.suppress(Exception):
+                    await close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class RedisSessionStore(LinearSessionStore):
+    """A session store in Redis that any number of processes share, with pub/sub status notifications.
+
+    `url_or_client` is a `redis://` URL (the store then owns the connection pool and `close()`
+    closes it) or a `redis.asyncio.Redis` client (left open). `prefix` separates stores that share
+    a database; other options are those of `LinearSessionStore`. Use `async with` or `close()`.
+    """
+
+    def __init__(
+        self, url_or_client: str | Redis, *, prefix: str = "turnkit:", **options: Unpack[StoreOptions]
+    ) -> None:
+        if isinstance(url_or_client, str):
+            client, self._owns_client = Redis.from_url(url_or_client), True
+        else:
+            client, self._owns_client = url_or_client, False
+        super().__init__(RedisBackend(client, prefix), **options)
+        self.backend: RedisBackend
+        self.client = client
+        self.prefix = prefix
+        self._notifier = _Notifier(client, self.backend.channel)
+
+    def change_waiter(
+        self, snapshot_id: str, *, context: Mapping[str, Any] | None = None
+    ) -> Callable[[], Awaitable[None]]:
+        """Wake as soon as any process writes this snapshot (pub/sub), else after a poll interval."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop to listen on: poll
+            return super().change_waiter(snapshot_id, context=context)
+        key = self.backend.key("r", self.tenant_key(context), snapshot_id)
+        return self._notifier.waiter(key, self.poll_interval)
+
+    async def purge(self) -> int:
+        """Delete all of this store's data (every key under its prefix, no other); return the key count."""
+        self.clear_cache()
+        return await self.backend.purge()
+
+    async def close(self) -> None:
+        """Stop the pub/sub listener and, if the store opened it from a URL, its connection pool."""
+        await self._notifier.close()
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> RedisSessionStore:
+        """The store itself; leaving the block closes it."""
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
