@@ -1,0 +1,517 @@
+"""`SqliteSessionStore`: the linear engine over one SQLite database file, the embedded default store.
+
+Several processes on one machine may share the file. Each store instance owns one connection,
+used only from one worker thread of its own, so no sqlite3 call ever blocks the event loop and
+the connection never crosses threads (a forked child opens its own). Every backend method is one
+short transaction; writes take the database write lock up front (`BEGIN IMMEDIATE`), so
+compare-and-set is serialised across threads and processes, while readers (WAL mode) never wait
+for writers. SQLite has no change notification across processes: watchers poll (`poll_interval`).
+
+Schema (version 1), created on first use and recorded in `schema_version`:
+    records(tenant, key, rev, data)           PRIMARY KEY (tenant, key)
+    heads(tenant, session, key)               PRIMARY KEY (tenant, session), WITHOUT ROWID
+    logs(tenant, log, seq, entry)             PRIMARY KEY (tenant, log, seq)
+    leases(tenant, name, owner, expires_at)   PRIMARY KEY (tenant, name), WITHOUT ROWID
+Every lookup is one search of a primary key. Records and log entries are often larger than a
+twentieth of a page, so they live in rowid tables, whose leaves hold rows of up to a page without
+overflow; heads and leases are small, so their rows live in the key's own b-tree. Ids, keys and
+tenants are bound as parameters and stored exactly as given.
+
+`data` and `entry` hold the engine's JSON text, or, when that is shorter, a BLOB: the byte 0x01
+and the text's UTF-8 compressed with raw DEFLATE primed with `_DICTIONARY` (see `_pack`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from queue import SimpleQueue
+from types import TracebackType
+from typing import Any, Final, Literal, Self, TypeVar, Unpack
+
+from turnkit.errors import TurnkitError
+from turnkit.sessions.backend import StoredRecord
+from turnkit.sessions.engine import LinearSessionStore, StoreOptions
+
+__all__ = ["DEFAULT_POLL_INTERVAL", "SCHEMA_VERSION", "SqliteBackend", "SqliteSessionStore"]
+
+log = logging.getLogger("turnkit.sessions")
+
+SCHEMA_VERSION: Final = 1
+# How often a watcher re-reads a status that another process may have changed: SQLite has no
+# cross-process notification, so this bounds how late an abort sent elsewhere stops a turn.
+DEFAULT_POLL_INTERVAL: Final = 0.2
+
+_SCHEMA: Final = (
+    """CREATE TABLE records (
+        tenant TEXT NOT NULL, key TEXT NOT NULL, rev INTEGER NOT NULL, data TEXT NOT NULL,
+        PRIMARY KEY (tenant, key))""",
+    """CREATE TABLE heads (
+        tenant TEXT NOT NULL, session TEXT NOT NULL, key TEXT NOT NULL,
+        PRIMARY KEY (tenant, session)) WITHOUT ROWID""",
+    """CREATE TABLE logs (
+        tenant TEXT NOT NULL, log TEXT NOT NULL, seq INTEGER NOT NULL, entry TEXT NOT NULL,
+        PRIMARY KEY (tenant, log, seq))""",
+    """CREATE TABLE leases (
+        tenant TEXT NOT NULL, name TEXT NOT NULL, owner TEXT NOT NULL, expires_at REAL NOT NULL,
+        PRIMARY KEY (tenant, name)) WITHOUT ROWID""",
+)
+_GET_RECORD: Final = "SELECT rev, data FROM records WHERE tenant = ? AND key = ?"
+_INSERT_RECORD: Final = (
+    "INSERT INTO records (tenant, key, rev, data) VALUES (?, ?, 1, ?) ON CONFLICT DO NOTHING"
+)
+_UPDATE_RECORD: Final = "UPDATE records SET rev = rev + 1, data = ? WHERE tenant = ? AND key = ? AND rev = ?"
+_SET_HEAD: Final = (
+    "INSERT INTO heads (tenant, session, key) VALUES (?, ?, ?)"
+    " ON CONFLICT (tenant, session) DO UPDATE SET key = excluded.key"
+)
+_GET_HEAD: Final = "SELECT key FROM heads WHERE tenant = ? AND session = ?"
+_LOG_LAST: Final = "SELECT max(seq) FROM logs WHERE tenant = ? AND log = ?"
+_APPEND: Final = "INSERT INTO logs (tenant, log, seq, entry) VALUES (?, ?, ?, ?)"
+_READ_LOG: Final = "SELECT entry FROM logs WHERE tenant = ? AND log = ? AND seq >= ? AND seq < ? ORDER BY seq"
+# Take the lease when it is free, expired, or ours already (then renew it).
+_TRY_LEASE: Final = (
+    "INSERT INTO leases (tenant, name, owner, expires_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (tenant, name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at"
+    " WHERE leases.owner = excluded.owner OR leases.expires_at <= ?"
+)
+_RELEASE_LEASE: Final = "DELETE FROM leases WHERE tenant = ? AND name = ? AND owner = ?"
+
+# --- compression ---------------------------------------------------------------------------------------
+
+_DEFLATE_V1: Final = b"\x01"
+# What records and messages usually say, most common last (DEFLATE reaches the end cheapest).
+# Part of the file format: never change it; a new dictionary needs a new leading byte.
+_DICTIONARY: Final = "".join(
+    (
+        " the and to of a in is that it for you with on as this be are",
+        '"metadata":{',
+        '"reasoning":"',
+        '"media":{"url":"data:image/png;base64,","contentType":"image/',
+        '"data":{',
+        '"custom":{',
+        '{"role":"system","content":[{"text":"',
+        '{"role":"tool","content":[{"toolResponse":{"name":"","ref":"","output":{"',
+        '{"role":"model","content":[{"toolRequest":{"name":"","ref":"","input":{"',
+        '{"role":"user","content":[{"text":"',
+        '{"role":"model","content":[{"text":"',
+        '"}]}',
+        '"error":{"status":"","message":"',
+        '"heartbeatAt":"20',
+        '"status":"pending"',
+        '"status":"aborted","finishReason":"aborted"',
+        '"status":"failed","finishReason":"failed"',
+        '"finishReason":"interrupted"',
+        '"aset":[[0,{"name":"","parts":[{"text":"',
+        '"aadd":[{"name":"","parts":[{"text":"',
+        '"anull":true',
+        '"cpatch":[{"op":"add","path":"/',
+        '{"op":"replace","path":"/","value":',
+        '"cval":',
+        '"sid":"',
+        '"snapshotId":"',
+        '"base":"',
+        "T00:00:00.000000Z",
+        "+00:00",
+        '"custom":null,"arts":[]}}',
+        '{"v":1,"srev":1,"meta":{"sessionId":"',
+        '","parentId":"',
+        '","createdAt":"20',
+        '","updatedAt":"20',
+        '","status":"completed","finishReason":"stop"},"state":{"msgs":[["',
+        '",2]],"depth":0,',
+        '"depth":1,"psrev":1}}',
+    )
+).encode("utf-8")
+_SMALL: Final = 4096  # texts up to this size compress with a small window, which sets up much faster
+
+
+def _pack(text: str) -> str | bytes:
+    """What to store for a JSON text: the text itself, or its compressed form when that is shorter."""
+    raw = text.encode("utf-8")
+    if len(raw) < 24:
+        return text
+    small = len(raw) <= _SMALL
+    # A window big enough for the dictionary and a short text; memLevel: hash table size.
+    packer = zlib.compressobj(
+        6, zlib.DEFLATED, -12 if small else -15, 4 if small else 8, zlib.Z_DEFAULT_STRATEGY, _DICTIONARY
+    )
+    packed = _DEFLATE_V1 + packer.compress(raw) + packer.flush()
+    return packed if len(packed) < len(raw) else text
+
+
+def _unpack(value: str | bytes) -> str:
+    """The JSON text a stored value holds."""
+    if isinstance(value, str):
+        return value
+    if value[:1] != _DEFLATE_V1:
+        raise TurnkitError("DATA_LOSS", f"stored value has unknown encoding {value[:1]!r}", public=False)
+    unpacker = zlib.decompressobj(-15, _DICTIONARY)
+    try:
+        raw = unpacker.decompress(value[1:]) + unpacker.flush()
+        if not unpacker.eof:
+            raise zlib.error("the compressed stream is cut short")
+        return raw.decode("utf-8")
+    except (zlib.error, UnicodeDecodeError) as exc:
+        raise TurnkitError("DATA_LOSS", f"stored value does not decompress: {exc}", public=False) from exc
+
+
+# --- the blocking side ---------------------------------------------------------------------------------
+
+T = TypeVar("T")
+Synchronous = Literal["NORMAL", "FULL"]
+
+
+class _Database:
+    """One connection and the SQL of each operation. Used from the worker thread only."""
+
+    def __init__(self, path: str, *, busy_timeout: float, synchronous: Synchronous) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.synchronous = synchronous
+        self.conn: sqlite3.Connection | None = None
+
+    def connect(self) -> sqlite3.Connection:
+        """The open connection; opened (and the schema checked or created) on first use."""
+        if self.conn is not None:
+            return self.conn
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; each operation says where its own begins.
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        try:
+            # Wait this long for another connection's write lock instead of failing at once.
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            # WAL: readers never block the writer, nor it them, and a commit is one append.
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal" and self.path != ":memory:":
+                log.warning("SQLite store %s runs in journal mode %r, not WAL", self.path, mode)
+            # NORMAL, in WAL mode, flushes to disk at checkpoints rather than at every commit. A crashed
+            # process loses nothing (its commits are in the OS page cache) and the file cannot be
+            # corrupted; only a power cut or OS crash may roll back the last commits. FULL would add an
+            # fsync, milliseconds on most disks, to every commit: several per turn.
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")  # two processes creating the schema at once: one waits
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            found = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+            if found is None:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif found > SCHEMA_VERSION:
+                raise TurnkitError(
+                    "FAILED_PRECONDITION",
+                    f"SQLite session database {self.path} has schema version {found}, newer than version"
+                    f" {SCHEMA_VERSION} that this turnkit knows; upgrade turnkit to open it",
+                    public=False,
+                )
+            # found < SCHEMA_VERSION: the migrations go here, once there is a version 2.
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Close the connection (the last one to close also checkpoints the WAL into the file)."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one operation on the connection, with SQLite's errors turned into turnkit's.
+
+        SQLite skips its busy handler where waiting could deadlock: a connection that must upgrade
+        a read to a write (opening a new file while another process turns it to WAL, say) gets
+        SQLITE_BUSY at once. Each operation is one transaction, rolled back on error, so it is
+        simply run again, until `busy_timeout` after the first attempt.
+        """
+        deadline = 0.0
+        while True:
+            try:
+                return fn(self.connect(), *args)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise TurnkitError(
+                        "INTERNAL", f"SQLite database {self.path}: {exc}", public=False
+                    ) from exc
+                now = time.monotonic()
+                deadline = deadline or now + self.busy_timeout
+                if now >= deadline:
+                    raise TurnkitError(
+                        "UNAVAILABLE", f"SQLite database {self.path} stayed busy: {exc}", public=False
+                    ) from exc
+                time.sleep(min(0.005, deadline - now))
+            except sqlite3.DatabaseError as exc:
+                raise TurnkitError("DATA_LOSS", f"SQLite database {self.path}: {exc}", public=False) from exc
+
+
+def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], bool]) -> bool:
+    """Run `fn` in a write transaction; commit when it returns True, else change nothing."""
+    conn.execute("BEGIN IMMEDIATE")  # the write lock first: no other writer between our read and write
+    try:
+        done = fn(conn)
+        conn.execute("COMMIT" if done else "ROLLBACK")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return done
+
+
+def _get_record(conn: sqlite3.Connection, tenant: str, key: str) -> StoredRecord | None:
+    row = conn.execute(_GET_RECORD, (tenant, key)).fetchone()
+    return None if row is None else StoredRecord(row[0], _unpack(row[1]))
+
+
+def _put_record(
+    conn: sqlite3.Connection, tenant: str, key: str, data: str, expected_rev: int, head_of: str | None
+) -> bool:
+    value = _pack(data)  # before the transaction: hold the write lock no longer than needed
+
+    def put(c: sqlite3.Connection) -> bool:
+        if expected_rev == 0:
+            changed = c.execute(_INSERT_RECORD, (tenant, key, value)).rowcount
+        else:
+            changed = c.execute(_UPDATE_RECORD, (value, tenant, key, expected_rev)).rowcount
+        if changed != 1:
+            return False
+        if head_of is not None:
+            c.execute(_SET_HEAD, (tenant, head_of, key))
+        return True
+
+    return _write(conn, put)
+
+
+def _get_head(conn: sqlite3.Connection, tenant: str, session_id: str) -> str | None:
+    row = conn.execute(_GET_HEAD, (tenant, session_id)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _append_log(
+    conn: sqlite3.Connection, tenant: str, log_id: str, start: int, entries: Sequence[str]
+) -> bool:
+    rows = [(tenant, log_id, start + i, _pack(e)) for i, e in enumerate(entries)]
+
+    def append(c: sqlite3.Connection) -> bool:
+        last = c.execute(_LOG_LAST, (tenant, log_id)).fetchone()[0]
+        if (0 if last is None else last + 1) != start:
+            return False
+        c.executemany(_APPEND, rows)
+        return True
+
+    return _write(conn, append)
+
+
+def _read_log(conn: sqlite3.Connection, tenant: str, log_id: str, start: int, end: int) -> list[str]:
+    return [_unpack(row[0]) for row in conn.execute(_READ_LOG, (tenant, log_id, start, end))]
+
+
+def _try_lease(conn: sqlite3.Connection, tenant: str, name: str, owner: str, ttl: float) -> bool:
+    # One statement is one transaction, which takes the write lock before it reads the holder.
+    # Wall-clock time: the holder may be another process.
+    now = time.time()
+    return bool(conn.execute(_TRY_LEASE, (tenant, name, owner, now + ttl, now)).rowcount == 1)
+
+
+def _release_lease(conn: sqlite3.Connection, tenant: str, name: str, owner: str) -> None:
+    conn.execute(_RELEASE_LEASE, (tenant, name, owner))
+
+
+# --- the worker thread ---------------------------------------------------------------------------------
+
+# Connections a forked child inherited: never to be used or closed there (see `SqliteBackend._start`).
+_FORKED_AWAY: list[_Database] = []
+_Job = tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():  # the caller gave up; what the job did stands (a retry will see it)
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+def _serve(jobs: SimpleQueue[_Job | None], database: _Database) -> None:
+    """The worker thread: run jobs in order until told to stop, then close the connection."""
+    try:
+        while (job := jobs.get()) is not None:
+            loop, future, fn, args = job
+            result, error = None, None
+            try:
+                result = database.call(fn, *args)
+            except BaseException as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody to tell
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            del job, future, result, error
+    finally:
+        database.close()
+
+
+class SqliteBackend:
+    """Records, heads, logs and leases in one SQLite file, run on a worker thread of its own.
+
+    `busy_timeout` (seconds) is how long a write waits for another connection's transaction;
+    `synchronous` is "NORMAL" (the default; see `_Database.connect`) or "FULL" (fsync every commit).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0, synchronous: Synchronous = "NORMAL"
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
+        self.path = os.fspath(path)
+        self.busy_timeout = busy_timeout
+        self.synchronous: Synchronous = synchronous
+        self._starting = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        """A fresh connection (opened on first use), job queue, and worker thread (started on first use)."""
+        self._database = _Database(self.path, busy_timeout=self.busy_timeout, synchronous=self.synchronous)
+        self._jobs: SimpleQueue[_Job | None] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        # Ending the thread takes only a put on the queue, which is safe from any context (even from
+        # a garbage collection that interrupts another put); the connection closes on the thread.
+        self._finalizer = weakref.finalize(self, self._jobs.put, None)
+
+    def _start(self) -> None:
+        with self._starting:
+            if self._pid != os.getpid():
+                # A forked child: the parent's thread is not here, and its connection must never be
+                # used (nor closed: SQLite's locks would go wrong), so keep it, untouched, forever.
+                _FORKED_AWAY.append(self._database)
+                self._finalizer.detach()
+                self._reset()
+            if self._thread is None:
+                # A daemon, so a process may exit with stores open (SQLite rolls back a cut-off write).
+                self._thread = threading.Thread(
+                    target=_serve,
+                    args=(self._jobs, self._database),
+                    name=f"turnkit-sqlite {self.path}",
+                    daemon=True,
+                )
+                self._thread.start()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(connection, *args)` on the worker thread and return what it returns.
+
+        Jobs run one at a time, in the order they were sent. A caller cancelled while its job is
+        queued or running stops waiting, but the job still runs to its end (a transaction either
+        commits or changes nothing), as a request already sent to a database server would.
+        """
+        if not self._finalizer.alive:
+            raise TurnkitError("FAILED_PRECONDITION", f"SQLite store {self.path} is closed", public=False)
+        if self._thread is None or self._pid != os.getpid():
+            self._start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((loop, future, fn, args))
+        return await future
+
+    # --- RecordBackend ------------------------------------------------------------------------------
+
+    async def get_record(self, tenant: str, key: str) -> StoredRecord | None:
+        """The record stored under `key`, or None."""
+        return await self._run(_get_record, tenant, key)
+
+    async def put_record(
+        self, tenant: str, key: str, data: str, *, expected_rev: int, head_of: str | None = None
+    ) -> bool:
+        """Store `data` if the record is still at `expected_rev`, and move the session head if asked."""
+        return await self._run(_put_record, tenant, key, data, expected_rev, head_of)
+
+    async def get_head(self, tenant: str, session_id: str) -> str | None:
+        """The snapshot most recently created in the session, or None."""
+        return await self._run(_get_head, tenant, session_id)
+
+    async def append_log(self, tenant: str, log_id: str, start: int, entries: Sequence[str]) -> bool:
+        """Append to a log that holds exactly `start` entries."""
+        return await self._run(_append_log, tenant, log_id, start, entries)
+
+    async def read_log(self, tenant: str, log_id: str, start: int, end: int) -> list[str]:
+        """Entries `start` to `end` of a log."""
+        return await self._run(_read_log, tenant, log_id, start, end)
+
+    # --- LeaseBackend -------------------------------------------------------------------------------
+
+    async def try_lease(self, tenant: str, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew a lease unless another owner holds an unexpired one (across processes)."""
+        return await self._run(_try_lease, tenant, name, owner, ttl)
+
+    async def release_lease(self, tenant: str, name: str, owner: str) -> None:
+        """Drop the lease if `owner` holds it."""
+        await self._run(_release_lease, tenant, name, owner)
+
+    # --- lifetime -----------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the connection and end the worker thread, once the calls already made have run.
+
+        A backend nobody closes does the same when it is garbage collected, without the wait.
+        """
+        thread = self._thread
+        self._finalizer()  # does nothing the second time
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join)
+
+    aclose = close
+
+
+class SqliteSessionStore(LinearSessionStore):
+    """A session store in one SQLite database file, which several processes on one machine may share.
+
+    `busy_timeout` and `synchronous` are as in `SqliteBackend`; other options are those of
+    `LinearSessionStore`. Other processes' writes are seen by polling every `poll_interval` seconds
+    (default 0.2 here, so an abort sent to another process stops its turn well within a second).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        synchronous: Synchronous = "NORMAL",
+        **options: Unpack[StoreOptions],
+    ) -> None:
+        options.setdefault("poll_interval", DEFAULT_POLL_INTERVAL)
+        super().__init__(SqliteBackend(path, busy_timeout=busy_timeout, synchronous=synchronous), **options)
+        self.backend: SqliteBackend
+        self.path = Path(path)
+
+    async def close(self) -> None:
+        """Close the database connection and end the store's worker thread; calls after this fail."""
+        await self.backend.close()
+
+    aclose = close
+
+    async def __aenter__(self) -> Self:
+        """The store itself; leaving the block closes it."""
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

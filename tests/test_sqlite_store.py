@@ -1,0 +1,566 @@
+"""SqliteSessionStore specifics: schema and pragmas, exact ids, compression, concurrency across
+store instances and OS processes, reopening, the worker thread, and storage size."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+import sqlite3
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store_case_sqlite import used_bytes
+from test_store_contract import HOSTILE_IDS, live, msg, put, snap, turn
+from turnkit.errors import TurnkitError
+from turnkit.sessions import store_from_url
+from turnkit.sessions.sqlite import (
+    _DICTIONARY,
+    _GET_HEAD,
+    _GET_RECORD,
+    _LOG_LAST,
+    _READ_LOG,
+    DEFAULT_POLL_INTERVAL,
+    SCHEMA_VERSION,
+    SqliteSessionStore,
+    _pack,
+    _unpack,
+)
+from turnkit.types import Message, SessionSnapshot
+
+
+def query(path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of one statement, on a connection of the test's own (as another program would read)."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def file_bytes(path: Path) -> int:
+    """The database's size on disk: the file and its WAL, after checkpointing the WAL into the file."""
+    query(path, "PRAGMA wal_checkpoint(TRUNCATE)")
+    wal = path.with_name(path.name + "-wal")
+    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+# --- schema and pragmas ----------------------------------------------------------------------------
+
+
+async def test_schema_is_created_on_first_use_and_versioned(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "s.db"
+    store = SqliteSessionStore(path)
+    assert not path.exists()  # nothing happens before the first call
+    await put(store, snap("a"))
+    assert query(path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    tables = {name for (name,) in query(path, "SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    assert tables == {"schema_version", "records", "heads", "logs", "leases"}
+    keys = {
+        table: [
+            row[1] for row in sorted(query(path, f"PRAGMA table_info({table})"), key=lambda r: r[5]) if row[5]
+        ]
+        for table in ("records", "heads", "logs", "leases")
+    }
+    assert keys == {
+        "records": ["tenant", "key"],
+        "heads": ["tenant", "session"],
+        "logs": ["tenant", "log", "seq"],
+        "leases": ["tenant", "name"],
+    }
+    # Each lookup the backend makes is one search of a primary key, never a scan.
+    plans = {
+        _GET_RECORD: "SEARCH records USING INDEX sqlite_autoindex_records_1 (tenant=? AND key=?)",
+        _GET_HEAD: "SEARCH heads USING PRIMARY KEY (tenant=? AND session=?)",
+        _LOG_LAST: "SEARCH logs USING COVERING INDEX sqlite_autoindex_logs_1 (tenant=? AND log=?)",
+        _READ_LOG: "SEARCH logs USING INDEX sqlite_autoindex_logs_1 (tenant=? AND log=? AND seq>? AND seq<?)",
+    }
+    for sql, plan in plans.items():
+        params = ("",) * sql.count("?")
+        assert [row[3] for row in query(path, "EXPLAIN QUERY PLAN " + sql, *params)] == [plan]
+    # A second instance, and a reopened file, find the schema and leave it alone.
+    await put(SqliteSessionStore(path), snap("b"))
+    assert query(path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    await put(SqliteSessionStore(path), snap("a"))
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    conn.close()
+    newer = SqliteSessionStore(path)
+    for _ in range(2):  # every call says so, not only the first
+        with pytest.raises(TurnkitError) as err:
+            await newer.get_snapshot(snapshot_id="a")
+        assert err.value.status == "FAILED_PRECONDITION"
+        assert (
+            f"schema version {SCHEMA_VERSION + 1}" in err.value.message
+            and "upgrade turnkit" in err.value.message
+        )
+
+
+async def test_wal_mode_and_pragmas(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteSessionStore(path, busy_timeout=2.5)
+    await put(store, snap("a"))
+    assert query(path, "PRAGMA journal_mode") == [("wal",)]  # stored in the file: every connection
+    pragmas = await store.backend._run(
+        lambda conn: [conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("synchronous", "busy_timeout")]
+    )
+    assert pragmas == [1, 2500]  # NORMAL
+    full = SqliteSessionStore(path, synchronous="FULL")
+    assert await full.backend._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]) == 2
+    with pytest.raises(ValueError):
+        SqliteSessionStore(path, synchronous="OFF")  # type: ignore[arg-type]
+
+
+async def test_opening_while_another_connection_writes_in_rollback_mode(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE other (x)")  # a database file still in rollback-journal mode
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO other VALUES (1)")
+    threading.Timer(0.3, other.execute, ("COMMIT",)).start()
+    # Turning the file to WAL upgrades a read to a write, so SQLite answers SQLITE_BUSY at once
+    # instead of waiting (as when two processes open a new file together): the store tries again.
+    await put(SqliteSessionStore(path), snap("a"))
+    assert query(path, "PRAGMA journal_mode") == [("wal",)]
+    other.close()
+
+
+async def test_opened_by_url(tmp_path: Path) -> None:
+    store = store_from_url(f"sqlite:{tmp_path}/u.db?checkpoint_every=3&poll_interval=0.5")
+    assert isinstance(store, SqliteSessionStore) and store.path == tmp_path / "u.db"
+    assert (store.checkpoint_every, store.poll_interval) == (3, 0.5)
+    assert SqliteSessionStore(tmp_path / "d.db").poll_interval == DEFAULT_POLL_INTERVAL <= 0.25
+    await put(store, snap("a"))
+    assert (tmp_path / "u.db").exists()
+
+
+# --- ids ---------------------------------------------------------------------------------------------
+
+
+async def test_hostile_ids_are_stored_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteSessionStore(path)
+    hostile = [*HOSTILE_IDS, "'; DROP TABLE records; --", "x' OR '1'='1", "?", "%", "_", "\\"]
+    tenants: list[str | None] = [None, "'; DROP TABLE heads; --", "a/b"]
+    for tenant in tenants:
+        ctx = None if tenant is None else {"tenant": tenant}
+        for i, sid in enumerate(hostile):
+            await put(store, snap(sid, session=sid, messages=turn(i), custom=[tenant, i]), context=ctx)
+    stored = set(query(path, "SELECT tenant, key FROM records"))
+    assert stored == {("" if t is None else t, sid) for t in tenants for sid in hostile}
+    assert set(query(path, "SELECT tenant, session, key FROM heads")) == {
+        ("" if t is None else t, sid, sid) for t in tenants for sid in hostile
+    }
+    for reader in (store, SqliteSessionStore(path)):
+        for tenant in tenants:
+            ctx = None if tenant is None else {"tenant": tenant}
+            for i, sid in enumerate(hostile):
+                got = await reader.get_snapshot(session_id=sid, context=ctx)
+                assert got is not None and got.snapshot_id == sid and got.state is not None
+                assert got.state.custom == [tenant, i] and got.state.messages == turn(i)
+    # A lookup by pattern characters matches nothing else ("%" and "_" are not wildcards here).
+    assert await store.get_snapshot(snapshot_id="x%") is None
+    for bad in ("a\x00b", "x" * 257, ""):
+        with pytest.raises(TurnkitError) as err:
+            await store.get_snapshot(snapshot_id=bad)
+        assert err.value.status == "INVALID_ARGUMENT"
+
+
+# --- stored values -----------------------------------------------------------------------------------
+
+
+def noise_text(rng: random.Random, length: int) -> str:
+    """Random characters: text that does not compress."""
+    return "".join(chr(rng.randrange(0x100, 0x3000)) for _ in range(length))
+
+
+def test_values_are_compressed_only_when_that_is_shorter() -> None:
+    texts = [
+        "",
+        "{}",
+        msg("user", "hi").to_json(),
+        msg("model", "ünïcødé ✓ 😀 " * 40).to_json(),
+        json.dumps({"v": 1, "srev": 1, "meta": {"sessionId": "s"}, "state": None}),
+        noise_text(random.Random(7), 5000),
+        "x" * 100_000,
+    ]
+    for text in texts:
+        packed = _pack(text)
+        assert _unpack(packed) == text
+        if isinstance(packed, bytes):
+            assert len(packed) < len(text.encode("utf-8"))
+        else:
+            assert packed == text
+    assert isinstance(_pack("x" * 100_000), bytes) and len(_pack("x" * 100_000)) < 1000
+    # The compressor's smallest window (4 KiB, less lookahead) must hold the whole dictionary.
+    assert len(_DICTIONARY) <= 4096 - 262
+    for damaged in (b"\x02whatever", b"\x01not deflate", b"\x01"):
+        with pytest.raises(TurnkitError) as err:
+            _unpack(damaged)
+        assert err.value.status == "DATA_LOSS"
+
+
+async def test_stored_values_are_text_or_marked_blobs(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteSessionStore(path)
+    messages = [msg("user", "a" * 500), msg("model", noise_text(random.Random(3), 300))]
+    saved = await put(store, snap("a", messages=messages))
+    rows = query(path, "SELECT typeof(entry), substr(entry, 1, 1), length(entry) FROM logs ORDER BY seq")
+    assert [row[:2] for row in rows] == [("blob", b"\x01")] * 2
+    assert rows[0][2] < 100 and rows[1][2] > 600  # 500 letters a: tiny; 300 random characters: not
+    assert query(path, "SELECT typeof(data), substr(data, 1, 1) FROM records") == [("blob", b"\x01")]
+    cold = await SqliteSessionStore(path).get_snapshot(snapshot_id="a")
+    assert cold is not None and cold.to_wire() == saved.to_wire()
+
+
+# --- concurrency -------------------------------------------------------------------------------------
+
+
+def bump(author: str) -> Any:
+    """A mutator adding one to the counter and a message naming its author."""
+
+    def fn(s: SessionSnapshot | None) -> SessionSnapshot:
+        assert s is not None and s.state is not None
+        state = s.state.model_copy(
+            update={
+                "custom": {"n": s.state.custom["n"] + 1},
+                "messages": [*(s.state.messages or []), msg("user", author)],
+            }
+        )
+        return s.model_copy(update={"state": state})
+
+    return fn
+
+
+async def test_two_instances_compare_and_set_lose_no_update(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    one, two = SqliteSessionStore(path), SqliteSessionStore(path)
+    await put(one, snap("counter", custom={"n": 0}, messages=[]))
+    rounds = 40
+    await asyncio.gather(
+        *(one.save_snapshot("counter", bump("one")) for _ in range(rounds)),
+        *(two.save_snapshot("counter", bump("two")) for _ in range(rounds)),
+    )
+    assert one.stats.conflicts + two.stats.conflicts > 0  # the two really raced
+    got = await SqliteSessionStore(path).get_snapshot(snapshot_id="counter")
+    assert got is not None and got.state is not None and got.state.custom == {"n": 2 * rounds}
+    authors = [m.text for m in got.state.messages or []]
+    assert authors.count("one") == authors.count("two") == rounds
+
+
+WORKER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from turnkit.sessions.sqlite import SqliteSessionStore
+    from turnkit.types import Message
+
+    def bump(s):
+        note = Message.model_validate({"role": "user", "content": [{"text": sys.argv[3]}]})
+        state = s.state.model_copy(update={"custom": {"n": s.state.custom["n"] + 1},
+                                           "messages": [*s.state.messages, note]})
+        return s.model_copy(update={"state": state})
+
+    async def main():
+        store = SqliteSessionStore(sys.argv[1])
+        await store.get_snapshot(snapshot_id="counter")  # connected before the start signal
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for _ in range(int(sys.argv[2])):
+            await store.save_snapshot("counter", bump)
+        await store.close()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_processes_compare_and_set_lose_no_update(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteSessionStore(path)
+    await put(store, snap("counter", custom={"n": 0}, messages=[]))
+    rounds, tags = 50, ("p1", "p2", "p3")
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            WORKER,
+            str(path),
+            str(rounds),
+            tag,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for tag in tags
+    ]
+    for child in children:
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), 30) == b"ready\n"
+    for child in children:  # all start together
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+        await child.stdin.drain()
+    for _ in range(rounds):  # and this process joins in
+        await store.save_snapshot("counter", bump("parent"))
+    for child in children:
+        assert await asyncio.wait_for(child.wait(), 60) == 0
+    got = await SqliteSessionStore(path).get_snapshot(snapshot_id="counter")
+    assert got is not None and got.state is not None
+    assert got.state.custom == {"n": rounds * (len(tags) + 1)}
+    authors = [m.text for m in got.state.messages or []]
+    assert all(authors.count(tag) == rounds for tag in (*tags, "parent")), authors
+    # They interleaved: the writers really contended for the one snapshot.
+    assert sum(1 for a, b in itertools.pairwise(authors) if a != b) >= 2
+
+
+async def test_a_write_waiting_for_the_lock_does_not_block_the_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteSessionStore(path, busy_timeout=0.4)
+    await put(store, snap("a"))
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another program holds the write lock
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.ensure_future(tick())
+    start = time.monotonic()
+    try:
+        with pytest.raises(TurnkitError) as err:
+            await store.save_snapshot("a", lambda s: s and s.model_copy(update={"finish_reason": "stop"}))
+        assert err.value.status == "UNAVAILABLE"
+        assert time.monotonic() - start >= 0.35  # it waited for the lock (busy_timeout)...
+        assert ticks >= 10  # ...while the loop ran on
+        got = await store.get_snapshot(snapshot_id="a")  # and reads never wait for a writer
+        assert got is not None and got.finish_reason is None
+    finally:
+        ticker.cancel()
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    saved = await store.save_snapshot("a", lambda s: s and s.model_copy(update={"finish_reason": "stop"}))
+    assert saved is not None and saved.finish_reason == "stop"
+
+
+ABORTER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from turnkit.sessions.sqlite import SqliteSessionStore
+
+    async def main():
+        store = SqliteSessionStore(sys.argv[1])
+        await store.get_snapshot(snapshot_id="w")  # connected: what follows is only the write
+        await store.save_snapshot("w", lambda s: s.model_copy(update={"status": "aborted"}))
+        print(time.time(), flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_watchers_see_another_processes_abort_within_the_poll_interval(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    watcher = SqliteSessionStore(path)  # the default poll interval
+    await put(watcher, live("w", "pending"))
+    seen: list[tuple[str, float]] = []
+
+    async def watch() -> None:
+        async for status in watcher.watch_status("w"):
+            seen.append((status, time.time()))
+
+    watching = asyncio.ensure_future(watch())
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ABORTER, str(path), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode == 0
+    await asyncio.wait_for(watching, 5)
+    assert [status for status, _ in seen] == ["pending", "aborted"]
+    assert seen[1][1] - float(out) <= DEFAULT_POLL_INTERVAL + 0.15  # well within a second
+
+
+# --- reading, reopening, closing ---------------------------------------------------------------------
+
+
+async def test_reads_touch_at_most_k_records(tmp_path: Path) -> None:
+    path, k = tmp_path / "s.db", 5
+    writer = SqliteSessionStore(path, checkpoint_every=k)
+    history: list[Message] = []
+    for i in range(23):
+        history = history + turn(i)
+        await put(writer, snap(f"t{i}", parent=f"t{i - 1}" if i else None, messages=history, custom={"i": i}))
+    for i in range(23):
+        cold = SqliteSessionStore(path, checkpoint_every=k)
+        got = await cold.get_snapshot(snapshot_id=f"t{i}")
+        assert got is not None and got.state is not None and got.state.messages == history[: 2 * i + 2]
+        assert cold.stats.records_read <= k and cold.stats.logs_read == 1, (i, cold.stats)
+        await cold.close()
+
+
+REOPEN = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from turnkit.sessions.sqlite import SqliteSessionStore
+    from turnkit.types import Message
+
+    async def main():
+        store = SqliteSessionStore(sys.argv[1])
+        head = await store.get_snapshot(session_id="s1")
+        note = Message.model_validate({"role": "user", "content": [{"text": "from the child"}]})
+        state = head.state.model_copy(update={"messages": [*head.state.messages, note]})
+        child = head.model_copy(update={"snapshot_id": "child", "parent_id": head.snapshot_id, "state": state})
+        await store.save_snapshot("child", lambda _: child)
+        print(json.dumps([m.text for m in head.state.messages]))
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_the_file_reopened_by_a_new_process_works(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteSessionStore(path)
+    history = turn(0) + turn(1)
+    await put(store, snap("first", messages=turn(0)))
+    await put(store, snap("second", parent="first", messages=history))
+    await store.close()  # the last connection: the WAL is checkpointed into the file
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", REOPEN, str(path), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode == 0
+    assert json.loads(out) == [m.text for m in history]
+    reopened = SqliteSessionStore(path)
+    head = await reopened.get_snapshot(session_id="s1")
+    assert head is not None and head.snapshot_id == "child" and head.parent_id == "second"
+    assert head.state is not None and head.state.messages == [*history, msg("user", "from the child")]
+
+
+async def test_closing_ends_the_worker_thread(tmp_path: Path) -> None:
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await put(store, snap("a"))
+    thread = store.backend._thread
+    assert thread is not None and thread.is_alive()
+    await store.close()
+    assert not thread.is_alive()
+    with pytest.raises(TurnkitError) as err:
+        await store.get_snapshot(snapshot_id="a")
+    assert err.value.status == "FAILED_PRECONDITION" and "closed" in err.value.message
+    await store.aclose()  # closing twice is fine (and aclose is close)
+    async with SqliteSessionStore(tmp_path / "s.db") as scoped:
+        assert await scoped.get_snapshot(snapshot_id="a") is not None
+        thread = scoped.backend._thread
+    assert thread is not None and not thread.is_alive()
+    # A store nobody closes ends its thread once it is garbage.
+    dropped = SqliteSessionStore(tmp_path / "s.db")
+    await dropped.get_snapshot(snapshot_id="a")
+    thread = dropped.backend._thread
+    assert thread is not None
+    del dropped
+    await asyncio.to_thread(thread.join, 5)
+    assert not thread.is_alive()
+
+
+def run_in_fork(work: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run `work` in a forked child process; its exit status (0: `work` returned)."""
+    pid = os.fork()
+    if pid == 0:  # the child: run on a thread of its own (the fork copied our running loop)
+        ok: list[bool] = []
+        runner = threading.Thread(target=lambda: ok.append(asyncio.run(work()) is None))
+        runner.start()
+        runner.join(30)
+        os._exit(0 if ok else 1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+async def test_a_forked_child_uses_a_connection_of_its_own(tmp_path: Path) -> None:
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await put(store, snap("parent", messages=turn(0)))  # thread and connection now exist
+
+    async def in_child() -> None:
+        await put(store, snap("child", parent="parent", messages=turn(0) + turn(1)))
+
+    assert run_in_fork(in_child) == 0
+    got = await store.get_snapshot(session_id="s1")  # the parent's connection still works
+    assert got is not None and got.snapshot_id == "child" and got.state is not None
+    assert got.state.messages == turn(0) + turn(1)
+
+
+async def test_a_cancelled_call_leaves_the_store_usable(tmp_path: Path) -> None:
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await put(store, snap("a"))
+    calls = [asyncio.ensure_future(store.get_snapshot(snapshot_id="a")) for _ in range(20)]
+    await asyncio.sleep(0)
+    for call in calls[::2]:
+        call.cancel()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results[::2])
+    assert all(isinstance(r, SessionSnapshot) for r in results[1::2])
+    store.clear_cache()
+    assert await store.get_snapshot(snapshot_id="a") is not None
+
+
+# --- storage size ------------------------------------------------------------------------------------
+
+VOCABULARY = (
+    "the of and to in is that it for on with as was at by this be from or have an they which one you"
+    " were her all she there would their we him been has when who will more no if out so said what up"
+    " its about into than them can only other new some could time these two may then do first any my"
+    " now such like our over man me even most made after also did many before must through back years"
+    " where much your way well down should because each just those people how too little state good"
+    " very make world still own see men work long get here between both life being under never day"
+    " same another know while last might us great old year off come since against go came right used"
+    " take three agent session model store turn message tool token write read answer question file"
+)
+WORDS = VOCABULARY.split()
+
+
+def prose(rng: random.Random, words: int) -> str:
+    """Text of common words in random order: compresses about as well as short real replies, or worse."""
+    return " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "."
+
+
+async def grow(path: Path, make_turn: Any, turns: int = 200) -> tuple[int, int, int]:
+    """(file bytes, used bytes, history JSON bytes) after `turns` turns of one session."""
+    store = SqliteSessionStore(path)
+    history: list[Message] = []
+    parent = None
+    for i in range(turns):
+        history = history + make_turn(i)
+        sid = f"turn-{i:03d}"
+        await put(store, snap(sid, session="long", parent=parent, messages=history, custom={"turns": i}))
+        parent = sid
+    await store.close()
+    return file_bytes(path), used_bytes(path), len(json.dumps([m.to_wire() for m in history]))
+
+
+async def test_storage_after_200_turns_is_linear_and_compact(tmp_path: Path) -> None:
+    disk, used, history = await grow(tmp_path / "short.db", turn)
+    print(f"\n200 short turns: file {disk} B, used {used} B, history JSON {history} B: {disk / history:.2f}x")
+    assert disk <= 1.5 * history
+    rng = random.Random(1)
+
+    def prose_turn(i: int) -> list[Message]:
+        return [msg("user", prose(rng, 12)), msg("model", prose(rng, 60))]
+
+    disk, used, history = await grow(tmp_path / "prose.db", prose_turn)
+    print(f"200 prose turns: file {disk} B, used {used} B, history JSON {history} B: {disk / history:.2f}x")
+    # Text compresses less than the letters repeated above (measured: 1.47x, of which 20 KiB are the
+    # five pages every database starts with).
+    assert disk <= 1.6 * history
