@@ -4,8 +4,8 @@
 
 The model is the local SmolLM2 (`llamacpp/smollm2`) unless `$TURNKIT_MODEL` or `--model` names
 another; `--model echoModel` repeats your messages back, which needs no model at all. Sessions are
-kept as files in `.turnkit/sessions` (or `$TURNKIT_SESSIONS_DIR`), so a second run picks up the
-conversation where the first one stopped.
+kept in a SQLite database, `sessions.db` in `.turnkit/sessions` (or `$TURNKIT_SESSIONS_DIR`), so a
+second run picks up the conversation where the first one stopped.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from turnkit import Turnkit, TurnkitError
 from turnkit.models.llamacpp import LlamaCpp
-from turnkit.sessions import FileSessionStore
+from turnkit.sessions import SqliteSessionStore
 from turnkit.testing import define_echo_model
 
 ai = Turnkit(plugins=[LlamaCpp()], model=os.environ.get("TURNKIT_MODEL") or "llamacpp/smollm2")
@@ -189,6 +189,6 @@ assistant = ai.define_agent(
     ),
     tools=[get_weather, calculate],
     config={"temperature": 0},  # the small local model picks its tools more reliably without sampling
-    store=FileSessionStore(SESSIONS_DIR),
+    store=SqliteSessionStore(os.path.join(SESSIONS_DIR, "sessions.db")),
     state_schema=AssistantState,
 )

@@ -1,7 +1,7 @@
 """`turnkit chat`: a line-by-line conversation with an agent in the terminal (or through a pipe).
 
 Each line is one turn, its answer streamed as it comes. Lines starting with `/` are commands (see
-`HELP`). With a `FileSessionStore` the REPL remembers the last session of each agent in a small
+`HELP`). With a file or SQLite store the REPL remembers the last session of each agent in a small
 file next to the sessions, so the next run continues that conversation.
 
 The loop itself is synchronous: a line is read outside the event loop, so Ctrl-C at the prompt
@@ -23,7 +23,7 @@ from typing import IO, Any
 from turnkit.agents import Agent, AgentChat, AgentInterrupt, AgentResponse, TurnChunk
 from turnkit.app import Turnkit
 from turnkit.errors import TurnkitError
-from turnkit.sessions import FileSessionStore, check_id
+from turnkit.sessions import FileSessionStore, SqliteSessionStore, check_id
 from turnkit.types import Part, SessionSnapshot, SessionState
 
 __all__ = [
@@ -93,8 +93,13 @@ def read_stdin_line(prompt: str) -> str | None:
 
 
 def _last_session_path(agent: Agent) -> Path | None:
+    """Where the REPL remembers sessions: beside the agent's file or SQLite store, if it has one."""
     store = agent.store
-    return store.directory / LAST_SESSION_FILE if isinstance(store, FileSessionStore) else None
+    if isinstance(store, FileSessionStore):
+        return store.directory / LAST_SESSION_FILE
+    if isinstance(store, SqliteSessionStore) and str(store.path) != ":memory:":
+        return Path(store.path).parent / LAST_SESSION_FILE
+    return None
 
 
 def remembered_session(agent: Agent) -> str | None:

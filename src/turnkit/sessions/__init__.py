@@ -21,6 +21,7 @@ from turnkit.sessions.session import (
     get_current_session,
     run_with_session,
 )
+from turnkit.sessions.sqlite import SqliteSessionStore
 from turnkit.sessions.store import (
     TERMINAL_STATUSES,
     SessionStore,
@@ -51,6 +52,7 @@ __all__ = [
     "SessionStore",
     "SessionStoreBase",
     "SnapshotMutator",
+    "SqliteSessionStore",
     "StateSchema",
     "StoreOptions",
     "StoreStats",
