@@ -65,7 +65,7 @@ async def main(argv: list[str]) -> None:
     elif command == "detach":
         task = await blocking.chat(session_id=target).detach("work")
         say("detached", snapshot=task.snapshot_id)
-        while blocking._background:  # until the background turn ends (it blocks until aborted)
+        while blocking._background:  # noqa: ASYNC110 - until the background turn ends (after its abort)
             await asyncio.sleep(0.01)
         say("finished")
     elif command == "hang":

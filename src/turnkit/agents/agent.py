@@ -68,7 +68,9 @@ class Agent:
         # Two turns continuing one session by id: the second waits up to `lease_wait` seconds for
         # the first ("queue"), or fails at once with ABORTED ("reject").
         if on_conflict not in ("queue", "reject"):
-            raise TurnkitError("INVALID_ARGUMENT", f"on_conflict must be 'queue' or 'reject', not {on_conflict!r}")
+            raise TurnkitError(
+                "INVALID_ARGUMENT", f"on_conflict must be 'queue' or 'reject', not {on_conflict!r}"
+            )
         self.on_conflict = on_conflict
         self.lease_wait = lease_wait
         self._background: dict[str, tuple[TurnContext, asyncio.Task[None]]] = {}

@@ -376,7 +376,9 @@ class AgentChat:
             return AgentInit(snapshot_id=self.snapshot_id, session_id=self._guard_session)
         return AgentInit()
 
-    async def _turn(self, item: AgentInput, on_chunk: ChunkSink | None, *, scheduled: bool = False) -> AgentResponse:
+    async def _turn(
+        self, item: AgentInput, on_chunk: ChunkSink | None, *, scheduled: bool = False
+    ) -> AgentResponse:
         def sink(chunk: AgentStreamChunk) -> None:
             if chunk.custom_patch is not None:
                 ops = [op.to_wire() for op in chunk.custom_patch]

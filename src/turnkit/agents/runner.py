@@ -321,7 +321,9 @@ class Invocation:
     def _client_custom(self, custom: Any) -> Any:
         if self.agent.state_transform is None or self.session is None:
             return custom
-        shown = self.agent.client_state(SessionState.model_construct(session_id=self.session.id, custom=custom))
+        shown = self.agent.client_state(
+            SessionState.model_construct(session_id=self.session.id, custom=custom)
+        )
         return shown.custom if shown is not None else None
 
     # --- turns ---------------------------------------------------------------------------------

@@ -266,6 +266,8 @@ class LinearSessionStore(SessionStoreBase):
         meta, state = record["meta"], record["state"]
         if meta is not None:
             meta.setdefault("snapshotId", key)
+            if meta.pop("u=c", None):  # "updated when created", written for short
+                meta["updatedAt"] = meta["createdAt"]
             if state is not None and state["depth"] > 0:
                 state.setdefault("base", meta.get("parentId"))
         return stored.rev, record
@@ -427,7 +429,11 @@ class LinearSessionStore(SessionStoreBase):
                     tenant, f"{key}{_SPILL_SEP}{loaded.srev}", dumps(spill), expected_rev=0
                 )
         meta = snapshot.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"state"})
-        stored_meta = {k: v for k, v in meta.items() if k != "snapshotId"}  # the key says it
+        # Left out: the id (the key says it) and an update time that is the creation time.
+        stored_meta = {k: v for k, v in meta.items() if k != "snapshotId"}
+        if "updatedAt" in stored_meta and stored_meta["updatedAt"] == stored_meta.get("createdAt"):
+            del stored_meta["updatedAt"]
+            stored_meta["u=c"] = 1
         stored_raw = raw
         if raw is not None and raw.get("base") is not None and raw["base"] == meta.get("parentId"):
             stored_raw = {k: v for k, v in raw.items() if k != "base"}

@@ -1,48 +1,59 @@
-"""`FileSessionStore`: the linear engine over a directory of JSON files, safe across processes.
+"""`FileSessionStore`: the linear engine over one append-only journal file per tenant, safe across processes.
 
-Layout under the store directory, one subdirectory per tenant (`default`, or `t` + encoded tenant):
-    records/<name>.rec    a header line `{"rev": n}` (and `"key": id` for hashed names), then the record
-    heads/<name>.head     `{"session": id, "head": snapshot id}`
-    logs/<name>.log       a message log, append-only: one `<index> <JSON text>` line per entry
-    locks/NN.lock         flock stripes serialising compare-and-set between threads and processes
-Every id becomes a file name by base32 (or, when long, a SHA-256 digest), so no id can name a
-path outside the directory; hashed names keep the real id inside, which reads verify.
-Records and heads are replaced atomically (temp file, fsync, rename). A log append checks the index
-on the last complete line (compare-and-set on length) and writes past it; a writer that dies
-mid-append leaves a torn line, which readers never reach and the next append cuts off. Lines a
-writer appended without committing a record that names them are harmless: nothing reads them.
+Layout of the store directory (nothing else is created there; other files are left alone):
+    default.tkj        the default tenant's journal (`turnkit.sessions.journal` describes the format)
+    t<name>.tkj        another tenant's journal, `<name>` the tenant id encoded by `encode_name`
+    <stem>.lock        beside each journal: writers `flock` it; its 8 bytes are a change counter
+    .<journal>.<hex>.tmp   a journal being created or compacted, renamed over the journal when whole
+Tenants are the only ids that become file names: by base32 (or, when long, a SHA-256 digest), so no
+id can name a path outside the directory, and each journal's header spells its tenant, which opening
+verifies. Keys, session, log and lease ids are data inside the journal, stored exactly. A directory
+in the first file store's layout (a directory per tenant) is refused with DATA_LOSS, not ignored.
+
+Every record write, log append and lease change is one frame appended to the journal under the lock,
+after a compare-and-set against the index this instance keeps of the journal; every operation first
+catches the index up with frames other processes appended (reading just the new tail), so nothing
+replays the journal but a new instance (or one that finds the journal compacted). A record is
+compressed against the record it most likely resembles (its previous revision, or its session's
+head, which is its parent), and a log append against the log's previous append, so a short turn adds
+about 100-150 bytes. A writer killed mid-append leaves a torn frame, which readers ignore and the next
+writer cuts off. `fsync=True` (the default) makes each record write durable with one `fdatasync`
+before it returns, which also covers the log appends and leases written before it.
+
+Blocking file I/O runs on one worker thread per store instance, one hop there and back per backend
+call; the journal's index is only changed from that thread. Reads skip the hop when the index can
+answer from memory: the lock file's change counter (memory-mapped, bumped by every writer) shows no
+change since the index last looked, and the answer's bytes are cached. So a hot turn (two reads, a
+log append, a record write) takes two hops. `stored_bytes()` is the total size of the journals: the
+bytes the store keeps on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import fcntl
+import contextlib
 import hashlib
-import json
 import os
-import time
-import uuid
-import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import queue
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO, Final, Unpack
+from typing import Any, Final, TypeVar, Unpack
 
-from turnkit.errors import TurnkitError
 from turnkit.sessions.backend import StoredRecord
 from turnkit.sessions.engine import LinearSessionStore, StoreOptions
+from turnkit.sessions.journal import JOURNAL_SUFFIX, MISS, Journal
 
-__all__ = ["FileBackend", "FileSessionStore"]
+__all__ = ["FileBackend", "FileSessionStore", "encode_name"]
 
-_LOCK_STRIPES: Final = 64
 _MAX_B32: Final = 120
-_SUBDIRS: Final = ("records", "heads", "logs", "locks")
-_TAIL_CHUNK: Final = 64 * 1024
+DEFAULT_COMPACT_MIN_BYTES: Final = 1 << 20
+MAX_OPEN_JOURNALS = 64
 
-
-def _compact(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))
+T = TypeVar("T")
 
 
 def encode_name(value: str) -> str:
@@ -52,232 +63,259 @@ def encode_name(value: str) -> str:
     return "b" + b32 if len(b32) <= _MAX_B32 else "h" + hashlib.sha256(raw).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def journal_stem(tenant: str) -> str:
+    """The file name (without suffix) of a tenant's journal."""
+    return "default" if tenant == "" else "t" + encode_name(tenant)
 
 
-def _log_tail(f: BinaryIO) -> tuple[int, int]:
-    """The number of entries in a log file and the offset just past its last complete line."""
-    pos = f.seek(0, os.SEEK_END)
-    last_newline = -1
-    line_start = 0
-    # Read backwards in chunks, so a long history costs no more than its last line.
-    while pos > 0:
-        step = min(_TAIL_CHUNK, pos)
-        pos -= step
-        f.seek(pos)
-        chunk = f.read(step)
-        limit = len(chunk)
-        if last_newline < 0:
-            limit = chunk.rfind(b"\n")
-            if limit < 0:
-                continue
-            last_newline = pos + limit
-        before = chunk.rfind(b"\n", 0, limit)
-        if before >= 0:
-            line_start = pos + before + 1
-            break
-    if last_newline < 0:
-        return 0, 0
-    f.seek(line_start)
-    index = f.read(min(32, last_newline - line_start)).split(b" ", 1)[0]
-    return int(index) + 1, last_newline + 1
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+
+
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.done():  # the caller was cancelled meanwhile
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def _serve(jobs: queue.SimpleQueue[_Job | Callable[[], None]]) -> None:
+    """The worker thread: run jobs in order; a bare callable is the last job (it cleans up)."""
+    while True:
+        job = jobs.get()
+        if not isinstance(job, tuple):
+            job()
+            return
+        loop, fut, fn, args = job
+        try:
+            result, ok = fn(*args), True
+        except BaseException as exc:
+            result, ok = exc, False
+        del job, fn, args
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for this any more
+            loop.call_soon_threadsafe(_settle, fut, ok, result)
+        del loop, fut, result
+
+
+class _Worker:
+    """One thread running blocking calls in order, cheaper per call than `asyncio.to_thread`."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job | Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        if self._thread is None:
+            self._start()
+        self._jobs.put((loop, fut, fn, args))
+        return fut
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=_serve, args=(self._jobs,), name="turnkit-file-store", daemon=True
+                )
+                self._thread.start()
+
+    def stop(self, cleanup: Callable[[], None]) -> None:
+        """Run `cleanup` after the jobs queued so far, then end the thread."""
+        with self._lock:
+            if self._thread is None:
+                cleanup()
+            else:
+                self._jobs.put(cleanup)
+
+
+class _Journals:
+    """The journals of one directory, by tenant (changed from the worker thread only). At most
+    `MAX_OPEN_JOURNALS` stay open (three file descriptors each); the least recently used is closed."""
+
+    def __init__(self, root: Path, fsync: bool, compact_min_bytes: int) -> None:
+        self.root = root
+        self.fsync = fsync
+        self.compact_min_bytes = compact_min_bytes
+        self.by_tenant: OrderedDict[str, Journal] = OrderedDict()
+
+    def __call__(self, tenant: str) -> Journal:
+        journal = self.by_tenant.get(tenant)
+        if journal is not None:
+            self.by_tenant.move_to_end(tenant)
+            return journal
+        journal = self.by_tenant[tenant] = Journal(
+            self.root,
+            journal_stem(tenant),
+            tenant,
+            fsync=self.fsync,
+            compact_min_bytes=self.compact_min_bytes,
+        )
+        while len(self.by_tenant) > MAX_OPEN_JOURNALS:
+            self.by_tenant.popitem(last=False)[1].close()
+        return journal
+
+    def get_record(self, tenant: str, key: str) -> StoredRecord | None:
+        j = self(tenant)
+        return j.run(j.get_record, key)
+
+    def put_record(self, tenant: str, key: str, data: str, expected_rev: int, head_of: str | None) -> bool:
+        j = self(tenant)
+        return j.run(j.put_record, key, data, expected_rev, head_of)
+
+    def get_head(self, tenant: str, session_id: str) -> str | None:
+        j = self(tenant)
+        return j.run(j.get_head, session_id)
+
+    def append_log(self, tenant: str, log_id: str, start: int, entries: Sequence[str]) -> bool:
+        j = self(tenant)
+        return j.run(j.append_log, log_id, start, entries)
+
+    def read_log(self, tenant: str, log_id: str, start: int, end: int) -> list[str]:
+        j = self(tenant)
+        return j.run(j.read_log, log_id, start, end)
+
+    def try_lease(self, tenant: str, name: str, owner: str, ttl: float) -> bool:
+        j = self(tenant)
+        return j.run(j.try_lease, name, owner, ttl)
+
+    def release_lease(self, tenant: str, name: str, owner: str) -> None:
+        j = self(tenant)
+        j.run(j.release_lease, name, owner)
+
+    def compact(self, tenant: str) -> bool:
+        j = self(tenant)
+        return j.run(j.compact)
+
+    def close(self) -> None:
+        for journal in self.by_tenant.values():
+            journal.close()
+        self.by_tenant.clear()
 
 
 class FileBackend:
-    """Records, heads and message logs as files; blocking I/O, to be called through `asyncio.to_thread`."""
+    """Records, heads, message logs and leases in one journal per tenant; a `RecordBackend` and
+    `LeaseBackend` whose every call is one hop to the store's worker thread."""
 
-    def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
+    ) -> None:
         self.root = Path(directory)
         self.root.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
-        self._ready: set[str] = set()
+        self.compact_min_bytes = compact_min_bytes
+        self._setup()
+
+    def _setup(self) -> None:
+        self._pid = os.getpid()
+        self.journals = _Journals(self.root, self.fsync, self.compact_min_bytes)
+        self._worker = _Worker()
+        self._finalizer = weakref.finalize(self, self._worker.stop, self.journals.close)
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        if self._pid != os.getpid():
+            self._after_fork()
+        return self._worker.run(fn, *args)
+
+    def _after_fork(self) -> None:
+        # A forked child: the thread is gone, and the parent's open files (and locks) are not ours.
+        self._finalizer.detach()
+        self.journals.close()
+        self._setup()
+
+    def _peeking(self, tenant: str) -> Journal | None:
+        """The tenant's journal, if this process has indexed it (reads may then skip the hop)."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        return self.journals.by_tenant.get(tenant)
 
     # --- the RecordBackend methods -----------------------------------------------------------------
 
     async def get_record(self, tenant: str, key: str) -> StoredRecord | None:
         """The record stored under `key`, or None."""
-        return await asyncio.to_thread(self._get_record, self._tenant_dir(tenant), key)
+        journal = self._peeking(tenant)
+        if journal is not None:
+            got = journal.peek_record(key)
+            if got is not MISS:
+                return got  # type: ignore[return-value]
+        return await self._run(self.journals.get_record, tenant, key)
 
     async def put_record(
         self, tenant: str, key: str, data: str, *, expected_rev: int, head_of: str | None = None
     ) -> bool:
-        """Replace the record if it is still at `expected_rev` (under a cross-process lock)."""
-        return await asyncio.to_thread(self._put_record, tenant, key, data, expected_rev, head_of)
+        """Append the record if it is still at `expected_rev` (under the journal's lock)."""
+        return await self._run(self.journals.put_record, tenant, key, data, expected_rev, head_of)
 
     async def get_head(self, tenant: str, session_id: str) -> str | None:
         """The snapshot most recently created in the session, or None."""
-        return await asyncio.to_thread(self._get_head, tenant, session_id)
+        journal = self._peeking(tenant)
+        if journal is not None:
+            got = journal.peek_head(session_id)
+            if got is not MISS:
+                return got  # type: ignore[return-value]
+        return await self._run(self.journals.get_head, tenant, session_id)
 
     async def append_log(self, tenant: str, log_id: str, start: int, entries: Sequence[str]) -> bool:
-        """Append to a log that holds exactly `start` entries (under a cross-process lock)."""
-        return await asyncio.to_thread(self._append_log, tenant, log_id, start, list(entries))
+        """Append to a log that holds exactly `start` entries (under the journal's lock)."""
+        return await self._run(self.journals.append_log, tenant, log_id, start, list(entries))
 
     async def read_log(self, tenant: str, log_id: str, start: int, end: int) -> list[str]:
         """Entries `start` to `end` of a log."""
-        return await asyncio.to_thread(self._read_log, tenant, log_id, start, end)
+        return await self._run(self.journals.read_log, tenant, log_id, start, end)
 
-    # --- blocking implementations ------------------------------------------------------------------
-
-    def _tenant_dir(self, tenant: str, *, create: bool = False) -> Path:
-        path = self.root / ("default" if tenant == "" else "t" + encode_name(tenant))
-        if create and tenant not in self._ready:
-            for sub in _SUBDIRS:
-                (path / sub).mkdir(parents=True, exist_ok=True)
-            self._ready.add(tenant)
-        return path
-
-    def _get_record(self, tdir: Path, key: str) -> StoredRecord | None:
-        try:
-            text = (tdir / "records" / f"{encode_name(key)}.rec").read_text("utf-8")
-        except FileNotFoundError:
-            return None
-        header, _, data = text.partition("\n")
-        meta = json.loads(header)
-        if meta.get("key", key) != key:
-            raise TurnkitError("DATA_LOSS", f"record file of {key!r} holds {meta['key']!r}", public=False)
-        return StoredRecord(meta["rev"], data)
-
-    def _put_record(self, tenant: str, key: str, data: str, expected_rev: int, head_of: str | None) -> bool:
-        tdir = self._tenant_dir(tenant, create=True)
-        with self._locked(tdir, "r:" + key):
-            current = self._get_record(tdir, key)
-            if (current.rev if current else 0) != expected_rev:
-                return False
-            name = encode_name(key)
-            # Only a hashed name needs the real id beside it; base32 names decode back exactly.
-            header = {"rev": expected_rev + 1} | ({"key": key} if name.startswith("h") else {})
-            self._write_atomic(tdir / "records" / f"{name}.rec", f"{_compact(header)}\n{data}")
-            if head_of is not None:
-                head = json.dumps({"session": head_of, "head": key})
-                self._write_atomic(tdir / "heads" / f"{encode_name(head_of)}.head", head)
-        return True
-
-    def _get_head(self, tenant: str, session_id: str) -> str | None:
-        path = self._tenant_dir(tenant) / "heads" / f"{encode_name(session_id)}.head"
-        try:
-            head = json.loads(path.read_text("utf-8"))
-        except FileNotFoundError:
-            return None
-        if head["session"] != session_id:
-            raise TurnkitError("DATA_LOSS", f"head file of {session_id!r} is another's", public=False)
-        snapshot_id: str = head["head"]
-        return snapshot_id
-
-    def _append_log(self, tenant: str, log_id: str, start: int, entries: list[str]) -> bool:
-        if any("\n" in e for e in entries):
-            raise ValueError("log entries must be one-line texts")
-        tdir = self._tenant_dir(tenant, create=True)
-        path = tdir / "logs" / f"{encode_name(log_id)}.log"
-        with self._locked(tdir, "l:" + log_id):
-            with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+b") as f:
-                count, end = _log_tail(f)
-                if count != start:
-                    return False
-                f.truncate(end)  # drop a line torn by a writer that died mid-append
-                f.seek(end)
-                lines = "".join(f"{start + i} {e}\n" for i, e in enumerate(entries))
-                self._write_file(f, lines.encode("utf-8"))
-            if start == 0 and self.fsync:
-                _fsync_dir(path.parent)  # a new file: make its name durable too
-        return True
-
-    def _read_log(self, tenant: str, log_id: str, start: int, end: int) -> list[str]:
-        path = self._tenant_dir(tenant) / "logs" / f"{encode_name(log_id)}.log"
-        out: list[str] = []
-        try:
-            with path.open("rb") as f:
-                for line in f:
-                    if not line.endswith(b"\n"):
-                        break  # a torn line past the committed entries
-                    index, _, entry = line.partition(b" ")
-                    if int(index) >= end:
-                        break
-                    if int(index) >= start:
-                        out.append(entry[:-1].decode("utf-8"))
-        except FileNotFoundError:
-            return []
-        return out
+    # --- the LeaseBackend methods ------------------------------------------------------------------
 
     async def try_lease(self, tenant: str, name: str, owner: str, ttl: float) -> bool:
         """Take or renew a lease unless another owner holds an unexpired one (across processes)."""
-        return await asyncio.to_thread(self._try_lease, tenant, name, owner, ttl)
+        return await self._run(self.journals.try_lease, tenant, name, owner, ttl)
 
     async def release_lease(self, tenant: str, name: str, owner: str) -> None:
         """Drop the lease if `owner` holds it."""
-        await asyncio.to_thread(self._release_lease, tenant, name, owner)
+        await self._run(self.journals.release_lease, tenant, name, owner)
 
-    def _lease_path(self, tenant: str, name: str) -> tuple[Path, Path]:
-        tdir = self._tenant_dir(tenant, create=True)
-        return tdir, tdir / "locks" / f"{encode_name(name)}.lease"
+    # --- upkeep ------------------------------------------------------------------------------------
 
-    def _lease_holder(self, path: Path) -> tuple[str, float]:
-        try:
-            held = json.loads(path.read_text("utf-8"))
-            return str(held["owner"]), float(held["expires"])
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
-            return "", 0.0  # absent, or torn by a crash: free
+    async def compact(self, tenant: str = "") -> bool:
+        """Rewrite a tenant's journal with its live data only, now (it also happens on its own when
+        superseded data outweighs live data); False when the tenant has no journal."""
+        return await self._run(self.journals.compact, tenant)
 
-    def _try_lease(self, tenant: str, name: str, owner: str, ttl: float) -> bool:
-        tdir, path = self._lease_path(tenant, name)
-        with self._locked(tdir, name):
-            holder, expires = self._lease_holder(path)
-            # Wall-clock time: the other holder may be another process.
-            if holder and holder != owner and expires > time.time():
-                return False
-            path.write_text(_compact({"owner": owner, "expires": time.time() + ttl}), "utf-8")
-            return True
+    def journal(self, tenant: str = "") -> Journal:
+        """A tenant's journal, for inspection (its methods block and are not thread-safe: call them
+        only while no backend call is in flight)."""
+        return self.journals(tenant)
 
-    def _release_lease(self, tenant: str, name: str, owner: str) -> None:
-        tdir, path = self._lease_path(tenant, name)
-        with self._locked(tdir, name):
-            if self._lease_holder(path)[0] == owner:
-                path.unlink(missing_ok=True)
-
-    @contextmanager
-    def _locked(self, tdir: Path, name: str) -> Iterator[None]:
-        # A fixed set of lock files (never deleted, so flock on them is sound) shared by hash.
-        stripe = zlib.crc32(name.encode("utf-8")) % _LOCK_STRIPES
-        fd = os.open(tdir / "locks" / f"{stripe:02d}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
-
-    def _write_file(self, f: BinaryIO, data: bytes) -> None:
-        f.write(data)
-        f.flush()
-        if self.fsync:
-            os.fsync(f.fileno())
-
-    def _write_atomic(self, path: Path, text: str) -> None:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with tmp.open("xb") as f:
-                self._write_file(f, text.encode("utf-8"))
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        if self.fsync:
-            _fsync_dir(path.parent)
+    def stored_bytes(self) -> int:
+        """Bytes of all the journals in the directory (what the store keeps on disk)."""
+        return sum(p.stat().st_size for p in self.root.glob(f"*{JOURNAL_SUFFIX}") if p.is_file())
 
 
 class FileSessionStore(LinearSessionStore):
-    """A session store in a directory of JSON files; several processes may share the directory.
+    """A session store in a directory of journal files; several processes may share the directory.
 
-    `fsync=False` skips the flushes to disk (faster, not crash-safe). Other options are those of
-    `LinearSessionStore`; status changes written by other processes are seen by polling.
+    `fsync=False` skips the flushes to disk (faster, not crash-safe). A journal is compacted once
+    superseded data outweighs live data and is at least `compact_min_bytes`. Other options are those
+    of `LinearSessionStore`; status changes written by other processes are seen by polling.
     """
 
     def __init__(
-        self, directory: str | os.PathLike[str], *, fsync: bool = True, **options: Unpack[StoreOptions]
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
+        **options: Unpack[StoreOptions],
     ) -> None:
         self.directory = Path(directory)
-        super().__init__(FileBackend(directory, fsync=fsync), **options)
+        super().__init__(FileBackend(directory, fsync=fsync, compact_min_bytes=compact_min_bytes), **options)
         self.backend: FileBackend
+
+    def stored_bytes(self) -> int:
+        """Bytes the store keeps on disk (its journals)."""
+        return self.backend.stored_bytes()
