@@ -10,37 +10,14 @@ import importlib.util
 import inspect
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from turnkit.app import Turnkit
 from turnkit.errors import TurnkitError
 from turnkit.http.serve import add_serve_command
+from turnkit.targets import load_target
 
 LOCAL_DEFAULT_MODEL = "llamacpp/smollm2"
-
-
-def load_target(spec: str) -> Any:
-    """Load `path/to/file.py:name` or `package.module:name` and return the named object."""
-    target, _, attr = spec.partition(":")
-    if not attr:
-        raise TurnkitError("INVALID_ARGUMENT", f"expected FILE.py:NAME or MODULE:NAME, got {spec!r}")
-    if target.endswith(".py") or os.sep in target:
-        path = Path(target).resolve()
-        if not path.is_file():
-            raise TurnkitError("NOT_FOUND", f"no such file: {target}")
-        sys.path.insert(0, str(path.parent))
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
-        assert module_spec is not None and module_spec.loader is not None
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[path.stem] = module
-        module_spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(target)
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise TurnkitError("NOT_FOUND", f"{target} has no attribute {attr!r}") from None
 
 
 def default_app() -> Turnkit:

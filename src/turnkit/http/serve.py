@@ -9,15 +9,13 @@ variable), so a plain file path works there too.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from turnkit.errors import TurnkitError
+from turnkit.targets import load_module
 
 __all__ = ["DEFAULT_ATTRS", "add_serve_command", "app_from_env", "load_app", "main", "run_serve"]
 
@@ -25,32 +23,12 @@ DEFAULT_ATTRS = ("app", "ai")
 TARGET_ENV = "TURNKIT_SERVE_TARGET"
 
 
-def _load_module(target: str) -> ModuleType:
-    if target.endswith(".py") or os.sep in target or "/" in target:
-        path = Path(target).resolve()
-        if not path.is_file():
-            raise TurnkitError("NOT_FOUND", f"no such file: {target}")
-        if str(path.parent) not in sys.path:
-            sys.path.insert(0, str(path.parent))
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or spec.loader is None:
-            raise TurnkitError("INVALID_ARGUMENT", f"cannot load {target} as Python")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
-        return module
-    try:
-        return importlib.import_module(target)
-    except ModuleNotFoundError as exc:
-        raise TurnkitError("NOT_FOUND", f"no module {target!r}: {exc}") from None
-
-
 def load_app(spec: str) -> Any:
     """The ASGI app for `FILE.py[:ATTR]` or `MODULE[:ATTR]`: a Turnkit app wrapped by `create_app`."""
     from turnkit.app import Turnkit
 
     target, _, attr = spec.partition(":")
-    module = _load_module(target)
+    module = load_module(target)
     names = (attr,) if attr else DEFAULT_ATTRS
     found = next((getattr(module, n) for n in names if hasattr(module, n)), None)
     if found is None:
