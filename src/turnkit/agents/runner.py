@@ -63,10 +63,6 @@ class AgentResult:
     finish_reason: AgentFinishReason | None = None
 
 
-class _Detach(Exception):
-    """Raised inside `run` when the client detached: the invocation answers and stops reading inputs."""
-
-
 class AgentSession:
     """The session handle an agent function drives: history, state, artifacts, and the turn loop."""
 
@@ -111,12 +107,9 @@ class AgentSession:
 
     async def run(self, handle_turn: TurnHandler) -> None:
         """Run `handle_turn(input, turn)` for each input until the client closes or detaches."""
-        try:
-            while (item := await self._inv.next_input()) is not None:
-                if not await self._inv.run_turn(self, item, handle_turn):
-                    return
-        except _Detach:
-            return
+        while (item := await self._inv.next_input()) is not None:
+            if not await self._inv.run_turn(self, item, handle_turn):
+                return
 
     async def result(self) -> AgentResult:
         """The default result: the last model message and all artifacts."""
