@@ -7,8 +7,8 @@ at a time per process, also under xdist), the last one at exit, and any left by 
 they are an hour old (at the first use in a later run; younger ones may belong to a run in progress).
 Stores a test leaves open close themselves when the test's event loop ends.
 
-`stored_bytes()` is the sum of `octet_length` of the stored record data and log entries: the bytes the
-engine asked to keep. `pg_total_relation_size` would add indexes, page headers, free space and TOAST
+`stored_bytes()` is the sum of `octet_length` of the stored record data and log entries: what the
+engine asked to keep, as the store encodes it (compressed when that is shorter). `pg_total_relation_size` would add indexes, page headers, free space and TOAST
 compression, and grows in 8 KiB pages, so the growth of one write could not be told from it; the
 linearity property under test is about what is stored, not how PostgreSQL lays it out.
 

@@ -4,9 +4,9 @@ Each test gets a key prefix of its own, `turnkit-test:<unix time>-<pid>-<random>
 deleted when the test process exits (`purge()` of every prefix it made); prefixes left behind by a
 process that was killed are swept when this module is next imported: those whose pid is no longer
 running (the server is on this machine, so its test processes are too), and any over a day old.
-No TTL is involved. `stored_bytes()` counts payload, like the in-memory store: the UTF-8 length of
-every record's data, head and message log entry under the prefix (not Redis's MEMORY USAGE, which
-adds per-key allocator overhead).
+No TTL is involved. `stored_bytes()` counts payload, like the in-memory store: the stored length
+(compressed, or UTF-8) of every record's data, head and message log entry under the prefix (not
+Redis's MEMORY USAGE, which adds per-key allocator overhead).
 
 The suites never close the stores they open, so each store gets a connection pool that closes
 itself when its event loop shuts down (instead of leaving sockets to the garbage collector).

@@ -212,6 +212,55 @@ def test_long_notification_payloads_are_hashed() -> None:
     assert long == change_payload("😀" * 1500, "😀" * 1500)
 
 
+# --- stored values -------------------------------------------------------------------------------
+
+RECORD = json.dumps({"v": 1, "srev": 1, "meta": {"status": "completed"}, "state": {"custom": "the " * 50}})
+# Values the codec has to mark: texts that start with what could pass for a marker byte.
+VALUES = [RECORD, "", "\x00", "\x01 looks like a marker", "\x1f" * 30, "plain", "ünïcødé 😀"]
+
+
+async def test_values_are_stored_compressed_in_bytea_and_read_back_exactly(
+    schema: str, opened: Callable[..., PostgresSessionStore]
+) -> None:
+    backend = opened().postgres
+    for i, value in enumerate(VALUES):
+        assert await backend.put_record("", f"r{i}", value, expected_rev=0)
+    assert await backend.append_log("", "L", 0, VALUES)
+    admin = SCHEMAS.admin()
+    columns = admin.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = %s AND column_name IN ('data', 'entry')",
+        (schema,),
+    ).fetchall()
+    assert sorted(columns) == [("logs", "entry", "bytea"), ("records", "data", "bytea")]
+    records, logs = sql.Identifier(schema, "records"), sql.Identifier(schema, "logs")
+    data = admin.execute(sql.SQL("SELECT data FROM {} WHERE id = 'r0'").format(records)).fetchone()
+    items = admin.execute(sql.SQL("SELECT entry FROM {} ORDER BY seq").format(logs)).fetchall()
+    assert data is not None and data[0][:1] == b"\x01" and len(data[0]) < len(RECORD) / 3  # compressed
+    assert [bytes(e) for (e,) in items[:4]] == [data[0], b"", b"\x00\x00", b"\x00\x01 looks like a marker"]
+    assert [bytes(e) for (e,) in items[5:]] == [b"plain", "ünïcødé 😀".encode()]  # UTF-8 when shorter
+    cold = opened().postgres
+    stored = [await cold.get_record("", f"r{i}") for i in range(len(VALUES))]
+    assert [r.data if r else None for r in stored] == VALUES
+    assert await cold.read_log("", "L", 0, 99) == VALUES
+    assert await cold.read_log("", "L", 4, 6) == VALUES[4:6]
+
+
+async def test_damaged_values_are_data_loss(schema: str, opened: Callable[..., PostgresSessionStore]) -> None:
+    backend = opened().postgres
+    assert await backend.put_record("", "r", RECORD, expected_rev=0)
+    assert await backend.append_log("", "L", 0, [RECORD, RECORD])
+    admin = SCHEMAS.admin()
+    records, logs = sql.Identifier(schema, "records"), sql.Identifier(schema, "logs")
+    admin.execute(sql.SQL("UPDATE {} SET data = '\\x02aa'::bytea").format(records))
+    admin.execute(sql.SQL("UPDATE {} SET entry = '\\x01ff'::bytea WHERE seq = 1").format(logs))
+    for read in (backend.get_record("", "r"), backend.read_log("", "L", 0, 9)):
+        with pytest.raises(TurnkitError) as err:
+            await read
+        assert err.value.status == "DATA_LOSS"
+    assert await backend.read_log("", "L", 0, 1) == [RECORD]
+
+
 # --- races ---------------------------------------------------------------------------------------
 
 

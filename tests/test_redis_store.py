@@ -387,6 +387,49 @@ async def test_an_abort_written_by_another_process_wakes_a_watcher_at_once(
     assert seen - sent < 1.0
 
 
+# --- stored values ---------------------------------------------------------------------------------
+
+RECORD = json.dumps({"v": 1, "srev": 1, "meta": {"status": "completed"}, "state": {"custom": "the " * 50}})
+# Values the codec has to mark: texts that start with what could pass for a marker byte.
+VALUES = [RECORD, "", "\x00", "\x01 looks like a marker", "\x1f" * 30, "plain", "ünïcødé 😀"]
+
+
+async def test_values_are_stored_compressed_and_read_back_exactly(
+    prefix: str, opened: Callable[..., RedisSessionStore]
+) -> None:
+    backend = opened().backend
+    for i, value in enumerate(VALUES):
+        assert await backend.put_record("", f"r{i}", value, expected_rev=0)
+    assert await backend.append_log("", "L", 0, VALUES)
+    with sync_client() as client:
+        data = client.hget(backend.key("r", "", "r0"), "data")
+        items = client.lrange(backend.key("l", "", "L"), 0, -1)
+    assert data[:1] == b"\x01" and len(data) < len(RECORD) / 3  # compressed
+    assert items[0] == data and items[1:4] == [b"", b"\x00\x00", b"\x00\x01 looks like a marker"]
+    assert items[5:] == [b"plain", "ünïcødé 😀".encode()]  # stored as UTF-8 when that is shorter
+    # Read back exactly, also by a client that decodes responses (values are read as bytes).
+    decoding = RedisSessionStore(loop_bound_client(decode_responses=True), prefix=prefix).backend
+    for reader in (backend, decoding):
+        records = [await reader.get_record("", f"r{i}") for i in range(len(VALUES))]
+        assert [r.data if r else None for r in records] == VALUES
+        assert await reader.read_log("", "L", 0, 99) == VALUES
+        assert await reader.read_log("", "L", 4, 6) == VALUES[4:6]
+
+
+async def test_damaged_values_are_data_loss(opened: Callable[..., RedisSessionStore]) -> None:
+    backend = opened().backend
+    assert await backend.put_record("", "r", RECORD, expected_rev=0)
+    assert await backend.append_log("", "L", 0, [RECORD])
+    with sync_client() as client:
+        client.hset(backend.key("r", "", "r"), "data", b"\x02an encoding this turnkit does not know")
+        client.rpush(backend.key("l", "", "L"), b"\x01not deflate")
+    for read in (backend.get_record("", "r"), backend.read_log("", "L", 0, 9)):
+        with pytest.raises(TurnkitError) as err:
+            await read
+        assert err.value.status == "DATA_LOSS"
+    assert await backend.read_log("", "L", 0, 1) == [RECORD]
+
+
 # --- connections -----------------------------------------------------------------------------------
 
 

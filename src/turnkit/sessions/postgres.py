@@ -4,7 +4,7 @@ Tables in one PostgreSQL schema (default `turnkit`), created on first use under 
     schema_version  one row: the layout version (a newer one than this code knows is refused)
     records         (tenant, id) -> rev, data, writer     snapshot records, compare-and-set on rev
     heads           (tenant, session_id) -> snapshot_id   the latest snapshot created in a session
-    logs            (tenant, log_id, seq) -> entry        message logs, append-only
+    logs            (tenant, log_id, seq) -> entry        message logs, append-only, one row per entry
     leases          (tenant, name) -> owner, expires_at   session leases, timed by the database clock
 Every lookup is one read of a primary key. Every write is one statement, so it is atomic without an
 explicit transaction: a put is an `INSERT ... ON CONFLICT DO NOTHING` or `UPDATE ... WHERE rev = ...`
@@ -14,6 +14,9 @@ if entry `start - 1` exists, and a duplicate key means another writer won the ra
 `writer` is a random token per write. When a connection dies mid-statement the outcome is unknown;
 the store then looks for its token on a fresh connection before retrying, so a write that did land
 is reported as landed instead of being applied twice.
+
+`data` and `entry` are `bytea`: the engine's JSON text compressed, or as UTF-8 when compressing
+would not make it shorter (`turnkit.sessions.codec`; a record's JSON shrinks to about a third).
 
 Every `put_record` notifies the channel `tk_<schema>` with the record's tenant and id, and one
 listening connection per store instance wakes the status watchers (`watch_status`) of that record,
@@ -44,6 +47,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from turnkit.errors import TurnkitError
 from turnkit.sessions.backend import StoredRecord
+from turnkit.sessions.codec import decode, encode
 from turnkit.sessions.engine import LinearSessionStore, StoreOptions
 
 __all__ = ["SCHEMA_VERSION", "PostgresBackend", "PostgresSessionStore", "change_payload"]
@@ -91,7 +95,7 @@ class _Sql:
             ),
             q(
                 f"CREATE TABLE IF NOT EXISTS {{records}} (tenant {key}, id {key}, rev bigint NOT NULL,"
-                " data text NOT NULL, writer bigint NOT NULL, PRIMARY KEY (tenant, id))"
+                " data bytea NOT NULL, writer bigint NOT NULL, PRIMARY KEY (tenant, id))"
             ),
             q(
                 f"CREATE TABLE IF NOT EXISTS {{heads}} (tenant {key}, session_id {key},"
@@ -99,7 +103,7 @@ class _Sql:
             ),
             q(
                 f"CREATE TABLE IF NOT EXISTS {{logs}} (tenant {key}, log_id {key}, seq integer NOT NULL,"
-                " entry text NOT NULL, writer bigint, PRIMARY KEY (tenant, log_id, seq))"
+                " entry bytea NOT NULL, writer bigint, PRIMARY KEY (tenant, log_id, seq))"
             ),
             q(
                 f"CREATE TABLE IF NOT EXISTS {{leases}} (tenant {key}, name {key}, owner text NOT NULL,"
@@ -136,7 +140,7 @@ class _Sql:
         self.append = q(
             "INSERT INTO {logs} (tenant, log_id, seq, entry, writer)"
             " SELECT %(t)s, %(l)s, %(s)s + u.n - 1, u.entry, CASE WHEN u.n = 1 THEN %(w)s::bigint END"
-            " FROM unnest(%(e)s::text[]) WITH ORDINALITY AS u(entry, n)"
+            " FROM unnest(%(e)s::bytea[]) WITH ORDINALITY AS u(entry, n)"
             " WHERE %(s)s = 0 OR EXISTS"
             " (SELECT FROM {logs} WHERE tenant = %(t)s AND log_id = %(l)s AND seq = %(s)s - 1)"
         )
@@ -450,7 +454,7 @@ class PostgresBackend:
     async def get_record(self, tenant: str, key: str) -> StoredRecord | None:
         """The record stored under `key`, or None."""
         row = await self._one(self._sql.get_record, (tenant, key))
-        return None if row is None else StoredRecord(row[0], row[1])
+        return None if row is None else StoredRecord(row[0], decode(row[1]))
 
     async def put_record(
         self, tenant: str, key: str, data: str, *, expected_rev: int, head_of: str | None = None
@@ -461,7 +465,7 @@ class PostgresBackend:
         params = {
             "t": tenant,
             "k": key,
-            "d": data,
+            "d": encode(data),
             "w": writer,
             "r": expected_rev,
             "s": head_of,
@@ -490,7 +494,7 @@ class PostgresBackend:
             row = await self._one(self._sql.log_length_is, params)
             return row is not None and bool(row[0])
         writer = secrets.randbits(63)
-        params |= {"e": list(entries), "w": writer}
+        params |= {"e": [encode(e) for e in entries], "w": writer}
 
         async def op(conn: Conn) -> bool:
             return (await conn.execute(self._sql.append, params)).rowcount == len(entries)
@@ -511,7 +515,7 @@ class PostgresBackend:
 
         async def op(conn: Conn) -> list[str]:
             cur = await conn.execute(self._sql.read_log, (tenant, log_id, start, end))
-            return [row[0] for row in await cur.fetchall()]
+            return [decode(row[0]) for row in await cur.fetchall()]
 
         return await self._run(op)
 

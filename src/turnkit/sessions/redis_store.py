@@ -5,7 +5,7 @@ unpadded URL-safe base64 of its UTF-8 (the default tenant "" is empty), so every
 holds (`:`, `*`, `{`, quotes, newlines), maps to exactly one key and no two ids to the same one:
     P r:T:I     hash {rev, data, tok}: a snapshot record (`tok`: the nonce of the write that made it)
     P h:T:I     string: the snapshot id last made head of session I
-    P l:T:I     list: message log I, one JSON text per entry
+    P l:T:I     list: message log I, one item per entry
     P x:T:I     string with a PX expiry: lease I, holding its owner
     P m::version  string: the layout version (`LAYOUT_VERSION`); newer ones are refused
     P m::changes  (a pub/sub channel, not a key): every record write publishes its record key here
@@ -13,6 +13,10 @@ After the prefix every key is one kind letter, `:`, base64, `:`, base64: exactly
 first at index 1. So no key of prefix P can be read as a key of a prefix that extends P (or that P
 extends), and `purge()` (a SCAN of P, keeping only keys of that exact shape) never touches another
 prefix's keys, even when one prefix is the start of another or holds glob characters.
+
+A record's `data` and a log item hold the engine's JSON text compressed, or as UTF-8 when compressing
+would not make it shorter (`turnkit.sessions.codec`); they are read without decoding responses, so a
+client made with `decode_responses=True` works too.
 
 Every compare-and-set is one Lua script, so each backend call is one round trip and atomic.
 Status watchers wake through pub/sub: one subscription per store instance dispatches the
@@ -34,12 +38,14 @@ from types import TracebackType
 from typing import Any, Final, TypeVar, Unpack
 
 from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from turnkit.errors import TurnkitError
 from turnkit.sessions.backend import StoredRecord
+from turnkit.sessions.codec import decode, encode
 from turnkit.sessions.engine import LinearSessionStore, StoreOptions
 
 __all__ = ["LAYOUT_VERSION", "RedisBackend", "RedisSessionStore", "encode_part", "glob_escape"]
@@ -56,6 +62,8 @@ _RETRY_DELAYS: Final = (0.0, 0.1)
 # The longest the pub/sub listener reads before it checks whether it was cancelled (seconds).
 _LISTEN_BEAT: Final = 1.0
 _T = TypeVar("_T")
+# Read stored values as the bytes they are, whatever the client's `decode_responses`.
+_RAW: Final = {NEVER_DECODE: True}
 
 # Every write script first checks the layout version (and writes it into a fresh prefix).
 _CHECK_LAYOUT: Final = """
@@ -175,8 +183,8 @@ class RedisBackend:
     async def get_record(self, tenant: str, key: str) -> StoredRecord | None:
         """The record stored under `key`, or None."""
         rkey = self.key("r", tenant, key)
-        rev, data = await self._call(lambda _: self.client.hmget(rkey, ["rev", "data"]))
-        return None if rev is None or data is None else StoredRecord(int(rev), _text(data))
+        rev, data = await self._call(lambda _: self._raw("HMGET", rkey, "rev", "data"))
+        return None if rev is None or data is None else StoredRecord(int(rev), decode(data))
 
     async def put_record(
         self, tenant: str, key: str, data: str, *, expected_rev: int, head_of: str | None = None
@@ -184,7 +192,13 @@ class RedisBackend:
         """Store `data` if the record is still at `expected_rev`, move the head if asked, and publish."""
         rkey = self.key("r", tenant, key)
         keys = [self.layout_key, rkey]
-        args: list[str | int] = [LAYOUT_VERSION, expected_rev, data, secrets.token_hex(8), self.channel]
+        args: list[str | int | bytes] = [
+            LAYOUT_VERSION,
+            expected_rev,
+            encode(data),
+            secrets.token_hex(8),
+            self.channel,
+        ]
         if head_of is not None:
             keys.append(self.key("h", tenant, head_of))
             args.append(key)
@@ -199,9 +213,10 @@ class RedisBackend:
     async def append_log(self, tenant: str, log_id: str, start: int, entries: Sequence[str]) -> bool:
         """Append to a log that holds exactly `start` entries."""
         keys = [self.layout_key, self.key("l", tenant, log_id)]
+        items = [encode(e) for e in entries]  # once: a retry must send the very same bytes
 
         def append(retry: bool) -> Awaitable[Any]:
-            args: list[str | int] = [LAYOUT_VERSION, start, int(retry), *entries]
+            args: list[str | int | bytes] = [LAYOUT_VERSION, start, int(retry), *items]
             return self._append(keys=keys, args=args)
 
         return bool(await self._call(append))
@@ -211,8 +226,8 @@ class RedisBackend:
         if end <= start:
             return []
         lkey = self.key("l", tenant, log_id)
-        entries = await self._call(lambda _: self.client.lrange(lkey, start, end - 1))
-        return [_text(e) for e in entries]
+        entries = await self._call(lambda _: self._raw("LRANGE", lkey, start, end - 1))
+        return [decode(e) for e in entries]
 
     # --- the LeaseBackend methods ------------------------------------------------------------------
 
@@ -241,6 +256,11 @@ class RedisBackend:
         return len(doomed)
 
     # --- plumbing ----------------------------------------------------------------------------------
+
+    async def _raw(self, *command: str | int) -> Any:
+        """Run one command and return its reply as bytes, whatever the client's `decode_responses`."""
+        execute: Callable[..., Awaitable[Any]] = self.client.execute_command  # untyped in redis-py
+        return await execute(*command, **_RAW)
 
     async def _call(self, op: Callable[[bool], Awaitable[_T]]) -> _T:
         """Run `op` (told whether it is a retry), retrying when the connection drops under it.

@@ -7,18 +7,22 @@ short transaction; writes take the database write lock up front (`BEGIN IMMEDIAT
 compare-and-set is serialised across threads and processes, while readers (WAL mode) never wait
 for writers. SQLite has no change notification across processes: watchers poll (`poll_interval`).
 
-Schema (version 1), created on first use and recorded in `schema_version`:
-    records(tenant, key, rev, data)           PRIMARY KEY (tenant, key)
+Schema (version 1), created on first use and recorded in `schema_version`, in 4 KiB pages:
+    records(tenant, key, rev, data)           PRIMARY KEY (tenant, key), WITHOUT ROWID
     heads(tenant, session, key)               PRIMARY KEY (tenant, session), WITHOUT ROWID
-    logs(tenant, log, seq, entry)             PRIMARY KEY (tenant, log, seq)
+    logs(tenant, log, seq, n, entry)          PRIMARY KEY (tenant, log, seq)
     leases(tenant, name, owner, expires_at)   PRIMARY KEY (tenant, name), WITHOUT ROWID
-Every lookup is one search of a primary key. Records and log entries are often larger than a
-twentieth of a page, so they live in rowid tables, whose leaves hold rows of up to a page without
-overflow; heads and leases are small, so their rows live in the key's own b-tree. Ids, keys and
-tenants are bound as parameters and stored exactly as given.
+Every lookup is one search of a primary key. A logs row holds the `n` entries from index `seq` on
+that one append wrote (a turn appends its messages together), `\n`-separated (an entry holding a
+newline gets a row of its own; a long append is split into rows of about `_ROW_CHARS`), so a turn
+costs one row and one index entry, and its messages compress together. Log rows are often larger
+than a twentieth of a page, so they live in a rowid table, whose leaves hold rows of up to a page
+without overflow; records (mostly small deltas, compressed), heads and leases live in their key's
+own b-tree, which spares each an index repeating its key. Ids, keys and tenants are bound as
+parameters and stored exactly as given.
 
-`data` and `entry` hold the engine's JSON text, or, when that is shorter, a BLOB: the byte 0x01
-and the text's UTF-8 compressed with raw DEFLATE primed with `_DICTIONARY` (see `_pack`).
+`data` and `entry` hold the engine's JSON text, or, when that is shorter, a BLOB: its compressed
+form (see `turnkit.sessions.codec`).
 """
 
 from __future__ import annotations
@@ -31,8 +35,7 @@ import sqlite3
 import threading
 import time
 import weakref
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from queue import SimpleQueue
 from types import TracebackType
@@ -40,6 +43,7 @@ from typing import Any, Final, Literal, Self, TypeVar, Unpack
 
 from turnkit.errors import TurnkitError
 from turnkit.sessions.backend import StoredRecord
+from turnkit.sessions.codec import decode, pack
 from turnkit.sessions.engine import LinearSessionStore, StoreOptions
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "SCHEMA_VERSION", "SqliteBackend", "SqliteSessionStore"]
@@ -54,13 +58,13 @@ DEFAULT_POLL_INTERVAL: Final = 0.2
 _SCHEMA: Final = (
     """CREATE TABLE records (
         tenant TEXT NOT NULL, key TEXT NOT NULL, rev INTEGER NOT NULL, data TEXT NOT NULL,
-        PRIMARY KEY (tenant, key))""",
+        PRIMARY KEY (tenant, key)) WITHOUT ROWID""",
     """CREATE TABLE heads (
         tenant TEXT NOT NULL, session TEXT NOT NULL, key TEXT NOT NULL,
         PRIMARY KEY (tenant, session)) WITHOUT ROWID""",
     """CREATE TABLE logs (
-        tenant TEXT NOT NULL, log TEXT NOT NULL, seq INTEGER NOT NULL, entry TEXT NOT NULL,
-        PRIMARY KEY (tenant, log, seq))""",
+        tenant TEXT NOT NULL, log TEXT NOT NULL, seq INTEGER NOT NULL, n INTEGER NOT NULL,
+        entry TEXT NOT NULL, PRIMARY KEY (tenant, log, seq))""",
     """CREATE TABLE leases (
         tenant TEXT NOT NULL, name TEXT NOT NULL, owner TEXT NOT NULL, expires_at REAL NOT NULL,
         PRIMARY KEY (tenant, name)) WITHOUT ROWID""",
@@ -75,9 +79,17 @@ _SET_HEAD: Final = (
     " ON CONFLICT (tenant, session) DO UPDATE SET key = excluded.key"
 )
 _GET_HEAD: Final = "SELECT key FROM heads WHERE tenant = ? AND session = ?"
-_LOG_LAST: Final = "SELECT max(seq) FROM logs WHERE tenant = ? AND log = ?"
-_APPEND: Final = "INSERT INTO logs (tenant, log, seq, entry) VALUES (?, ?, ?, ?)"
-_READ_LOG: Final = "SELECT entry FROM logs WHERE tenant = ? AND log = ? AND seq >= ? AND seq < ? ORDER BY seq"
+# The length of a log: where its last row ends.
+_LOG_END: Final = "SELECT seq + n FROM logs WHERE tenant = ? AND log = ? ORDER BY seq DESC LIMIT 1"
+_APPEND: Final = "INSERT INTO logs (tenant, log, seq, n, entry) VALUES (?, ?, ?, ?, ?)"
+# The rows holding entries ?3 to ?4: from the last one starting at or before ?3 (one index search).
+_READ_LOG: Final = (
+    "SELECT seq, n, entry FROM logs WHERE tenant = ?1 AND log = ?2 AND seq < ?4 AND seq >="
+    " coalesce((SELECT max(seq) FROM logs WHERE tenant = ?1 AND log = ?2 AND seq <= ?3), 0) ORDER BY seq"
+)
+# Entries of one append share a row up to about this many characters (then a row is split off), so a
+# read of a few entries never has to decompress much more than it asked for.
+_ROW_CHARS: Final = 16384
 # Take the lease when it is free, expired, or ours already (then renew it).
 _TRY_LEASE: Final = (
     "INSERT INTO leases (tenant, name, owner, expires_at) VALUES (?, ?, ?, ?)"
@@ -85,85 +97,6 @@ _TRY_LEASE: Final = (
     " WHERE leases.owner = excluded.owner OR leases.expires_at <= ?"
 )
 _RELEASE_LEASE: Final = "DELETE FROM leases WHERE tenant = ? AND name = ? AND owner = ?"
-
-# --- compression ---------------------------------------------------------------------------------------
-
-_DEFLATE_V1: Final = b"\x01"
-# What records and messages usually say, most common last (DEFLATE reaches the end cheapest).
-# Part of the file format: never change it; a new dictionary needs a new leading byte.
-_DICTIONARY: Final = "".join(
-    (
-        " the and to of a in is that it for you with on as this be are",
-        '"metadata":{',
-        '"reasoning":"',
-        '"media":{"url":"data:image/png;base64,","contentType":"image/',
-        '"data":{',
-        '"custom":{',
-        '{"role":"system","content":[{"text":"',
-        '{"role":"tool","content":[{"toolResponse":{"name":"","ref":"","output":{"',
-        '{"role":"model","content":[{"toolRequest":{"name":"","ref":"","input":{"',
-        '{"role":"user","content":[{"text":"',
-        '{"role":"model","content":[{"text":"',
-        '"}]}',
-        '"error":{"status":"","message":"',
-        '"heartbeatAt":"20',
-        '"status":"pending"',
-        '"status":"aborted","finishReason":"aborted"',
-        '"status":"failed","finishReason":"failed"',
-        '"finishReason":"interrupted"',
-        '"aset":[[0,{"name":"","parts":[{"text":"',
-        '"aadd":[{"name":"","parts":[{"text":"',
-        '"anull":true',
-        '"cpatch":[{"op":"add","path":"/',
-        '{"op":"replace","path":"/","value":',
-        '"cval":',
-        '"sid":"',
-        '"snapshotId":"',
-        '"base":"',
-        "T00:00:00.000000Z",
-        "+00:00",
-        '"custom":null,"arts":[]}}',
-        '{"v":1,"srev":1,"meta":{"sessionId":"',
-        '","parentId":"',
-        '","createdAt":"20',
-        '","updatedAt":"20',
-        '","status":"completed","finishReason":"stop"},"state":{"msgs":[["',
-        '",2]],"depth":0,',
-        '"depth":1,"psrev":1}}',
-    )
-).encode("utf-8")
-_SMALL: Final = 4096  # texts up to this size compress with a small window, which sets up much faster
-
-
-def _pack(text: str) -> str | bytes:
-    """What to store for a JSON text: the text itself, or its compressed form when that is shorter."""
-    raw = text.encode("utf-8")
-    if len(raw) < 24:
-        return text
-    small = len(raw) <= _SMALL
-    # A window big enough for the dictionary and a short text; memLevel: hash table size.
-    packer = zlib.compressobj(
-        6, zlib.DEFLATED, -12 if small else -15, 4 if small else 8, zlib.Z_DEFAULT_STRATEGY, _DICTIONARY
-    )
-    packed = _DEFLATE_V1 + packer.compress(raw) + packer.flush()
-    return packed if len(packed) < len(raw) else text
-
-
-def _unpack(value: str | bytes) -> str:
-    """The JSON text a stored value holds."""
-    if isinstance(value, str):
-        return value
-    if value[:1] != _DEFLATE_V1:
-        raise TurnkitError("DATA_LOSS", f"stored value has unknown encoding {value[:1]!r}", public=False)
-    unpacker = zlib.decompressobj(-15, _DICTIONARY)
-    try:
-        raw = unpacker.decompress(value[1:]) + unpacker.flush()
-        if not unpacker.eof:
-            raise zlib.error("the compressed stream is cut short")
-        return raw.decode("utf-8")
-    except (zlib.error, UnicodeDecodeError) as exc:
-        raise TurnkitError("DATA_LOSS", f"stored value does not decompress: {exc}", public=False) from exc
-
 
 # --- the blocking side ---------------------------------------------------------------------------------
 
@@ -191,6 +124,9 @@ class _Database:
         try:
             # Wait this long for another connection's write lock instead of failing at once.
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            # The layout suits 4 KiB pages (most builds' default; some have 1 KiB). This only takes
+            # effect in a new, empty file: before the WAL mode below writes its first page.
+            conn.execute("PRAGMA page_size = 4096")
             # WAL: readers never block the writer, nor it them, and a commit is one append.
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal" and self.path != ":memory:":
@@ -279,13 +215,13 @@ def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], bool]) -
 
 def _get_record(conn: sqlite3.Connection, tenant: str, key: str) -> StoredRecord | None:
     row = conn.execute(_GET_RECORD, (tenant, key)).fetchone()
-    return None if row is None else StoredRecord(row[0], _unpack(row[1]))
+    return None if row is None else StoredRecord(row[0], decode(row[1]))
 
 
 def _put_record(
     conn: sqlite3.Connection, tenant: str, key: str, data: str, expected_rev: int, head_of: str | None
 ) -> bool:
-    value = _pack(data)  # before the transaction: hold the write lock no longer than needed
+    value = pack(data)  # before the transaction: hold the write lock no longer than needed
 
     def put(c: sqlite3.Connection) -> bool:
         if expected_rev == 0:
@@ -306,14 +242,33 @@ def _get_head(conn: sqlite3.Connection, tenant: str, session_id: str) -> str | N
     return None if row is None else str(row[0])
 
 
+def _log_rows(start: int, entries: Sequence[str]) -> Iterator[tuple[int, int, str | bytes]]:
+    """The rows (first index, entry count, stored value) that hold `entries` appended at `start`."""
+    group: list[str] = []
+    size = 0
+    for entry in entries:
+        alone = "\n" in entry  # the separator: such an entry cannot share a row
+        if group and (alone or size + len(entry) > _ROW_CHARS):
+            yield start, len(group), pack("\n".join(group))
+            start, group, size = start + len(group), [], 0
+        group.append(entry)
+        size += len(entry) + 1
+        if alone:
+            yield start, 1, pack(entry)
+            start, group, size = start + 1, [], 0
+    if group:
+        yield start, len(group), pack("\n".join(group))
+
+
 def _append_log(
     conn: sqlite3.Connection, tenant: str, log_id: str, start: int, entries: Sequence[str]
 ) -> bool:
-    rows = [(tenant, log_id, start + i, _pack(e)) for i, e in enumerate(entries)]
+    # Compressed before the transaction: hold the write lock no longer than needed.
+    rows = [(tenant, log_id, seq, n, value) for seq, n, value in _log_rows(start, entries)]
 
     def append(c: sqlite3.Connection) -> bool:
-        last = c.execute(_LOG_LAST, (tenant, log_id)).fetchone()[0]
-        if (0 if last is None else last + 1) != start:
+        row = c.execute(_LOG_END, (tenant, log_id)).fetchone()
+        if (0 if row is None else row[0]) != start:
             return False
         c.executemany(_APPEND, rows)
         return True
@@ -322,7 +277,27 @@ def _append_log(
 
 
 def _read_log(conn: sqlite3.Connection, tenant: str, log_id: str, start: int, end: int) -> list[str]:
-    return [_unpack(row[0]) for row in conn.execute(_READ_LOG, (tenant, log_id, start, end))]
+    start = max(start, 0)
+    if end <= start:
+        return []
+    out: list[str] = []
+    expected = None  # where the next row must start: rows tile the log from 0
+    for seq, n, value in conn.execute(_READ_LOG, (tenant, log_id, start, end)).fetchall():
+        if (seq > start) if expected is None else (seq != expected):
+            raise TurnkitError("DATA_LOSS", f"message log {log_id!r} has a gap at entry {seq}", public=False)
+        expected = seq + n
+        if seq + n <= start:
+            continue  # the log ends before `start`
+        text = decode(value)
+        held = [text] if n == 1 else text.split("\n")
+        if len(held) != n:
+            raise TurnkitError(
+                "DATA_LOSS",
+                f"message log {log_id!r}: the row at {seq} holds {len(held)} entries, not {n}",
+                public=False,
+            )
+        out.extend(held[max(start - seq, 0) : end - seq])
+    return out
 
 
 def _try_lease(conn: sqlite3.Connection, tenant: str, name: str, owner: str, ttl: float) -> bool:
