@@ -254,7 +254,7 @@ async def generate(
     if on_chunk is None:
         on_chunk = mctx.on_chunk
     call = chain(use, resolved.__call__)
-    tctx = ToolContext(context=mctx.context)
+    tctx = ToolContext(context=mctx.context, abort_signal=mctx.abort_signal)
     usage = GenerationUsage()
     index = 0  # index of the message being streamed, as in the chunks' `index`
 
@@ -305,7 +305,11 @@ async def generate(
             raise TurnkitError(
                 "RESOURCE_EXHAUSTED", f"exceeded max_turns ({max_turns}): the model kept requesting tools"
             )
+        if mctx.aborted:
+            raise TurnkitError("CANCELLED", "generate was aborted")
         results = await _run_tools(requests, tool_map, tctx)
+        if mctx.aborted:  # a tool may have finished after the abort: do not go on
+            raise TurnkitError("CANCELLED", "generate was aborted")
         if any(isinstance(r, Interrupt) for r in results):
             paused = _mark_interrupts(msg, requests, results)
             history.append(paused)
@@ -392,14 +396,13 @@ async def _run_tools(requests: list[Part], tools: dict[str, Tool], ctx: ToolCont
         return [await _run_tool(requests[0], tools, ctx)]
     tasks = [asyncio.ensure_future(_run_tool(p, tools, ctx)) for p in requests]
     try:
-        _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in pending:
-            task.cancel()
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         return [t.result() for t in tasks]  # raises the first failure
-    except BaseException:
+    finally:
+        # A failure (or cancellation) stops the other tools, and they finish before the call ends.
         for task in tasks:
             task.cancel()
-        raise
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _response_part(request: Part, output: Any) -> Part:
@@ -471,7 +474,8 @@ async def _resume(
                 )
             # A restart means "run it again, approved": Genkit's clients send no `resumed` with it.
             resumed = (new.metadata or {}).get("resumed", True)
-            results.append(await _run_tool(part, tools, ToolContext(context=ctx.context, resumed=resumed)))
+            restarted = ToolContext(context=ctx.context, resumed=resumed, abort_signal=ctx.abort_signal)
+            results.append(await _run_tool(part, tools, restarted))
         elif "pendingOutput" in meta:
             results.append(meta["pendingOutput"])
         elif "interrupt" in meta:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from collections.abc import Callable
 from typing import Any, NoReturn, get_type_hints
 
@@ -38,9 +39,22 @@ class ToolInputError(TurnkitError):
 class ToolContext:
     """What a running tool can see: the caller's context and, on restart, the resumed metadata."""
 
-    def __init__(self, *, context: dict[str, Any] | None = None, resumed: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        context: dict[str, Any] | None = None,
+        resumed: Any = None,
+        abort_signal: threading.Event | None = None,
+    ) -> None:
         self.context: dict[str, Any] = context or {}
         self.resumed = resumed
+        # Set when the turn is aborted: a long-running (or sync, in a worker thread) tool should poll it.
+        self.abort_signal = abort_signal or threading.Event()
+
+    @property
+    def aborted(self) -> bool:
+        """Whether the turn running this tool has been asked to stop."""
+        return self.abort_signal.is_set()
 
     def interrupt(self, data: dict[str, Any] | None = None) -> NoReturn:
         """Pause the turn and hand `data` to the client, which answers with respond or restart."""

@@ -121,11 +121,12 @@ class Agent:
     ) -> AgentOutput:
         """Run one invocation with these inputs, streaming chunks to `on_chunk`; return its output."""
         conn = await self.stream_bidi(init, context=context, prompt_input=prompt_input)
+        items = [AgentInput.from_wire(i) for i in inputs]
         try:
-            for item in inputs:
+            for item in items:
                 await conn.send(item)
             await conn.close()
-            if on_chunk is not None:
+            if on_chunk is not None and not any(i.detach for i in items):  # detached: no chunks
                 while True:
                     async for chunk in conn.receive():
                         on_chunk(chunk)

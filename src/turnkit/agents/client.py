@@ -364,6 +364,9 @@ class AgentChat:
         self._running: asyncio.Task[Any] | None = None
         self._scheduled = 0  # streaming turns created but not started yet
         self._abort_next = False
+        # One turn at a time: two concurrent sends would both continue the same snapshot and fork.
+        self._lock = asyncio.Lock()
+        self._detached: tuple[str, str | None] | None = None  # (pending snapshot, the one before it)
         # A snapshot id given with a session id is checked against it by the agent.
         self._guard_session = session_id if snapshot_id is not None else None
 
@@ -377,6 +380,25 @@ class AgentChat:
         return AgentInit()
 
     async def _turn(
+        self, item: AgentInput, on_chunk: ChunkSink | None, *, scheduled: bool = False
+    ) -> AgentResponse:
+        async with self._lock:
+            await self._settle_detached()
+            return await self._turn_locked(item, on_chunk, scheduled=scheduled)
+
+    async def _settle_detached(self) -> None:
+        """After a detached turn, continue from it if it completed, else from the snapshot before it."""
+        if self._detached is None:
+            return
+        pending, before = self._detached
+        snap = await self.transport.get_snapshot(snapshot_id=pending)
+        if snap is None or snap.status in ("failed", "aborted", "expired"):
+            self.snapshot_id, self._detached = before, None
+        elif snap.status == "completed":
+            self._detached = None
+        # still pending: the agent refuses to continue from it, which says to wait
+
+    async def _turn_locked(
         self, item: AgentInput, on_chunk: ChunkSink | None, *, scheduled: bool = False
     ) -> AgentResponse:
         def sink(chunk: AgentStreamChunk) -> None:
@@ -438,11 +460,14 @@ class AgentChat:
                 "FAILED_PRECONDITION", "only a server-managed agent (with a store) can run detached turns"
             )
         item = _as_input(message).model_copy(update={"detach": True})
-        result = await self.transport.run_turn(self._init(), item, None)
-        if result.output.session_id:
-            self.session_id = self.session_id or result.output.session_id
-        if result.output.snapshot_id:  # the chat now points at the pending snapshot
-            self.snapshot_id = result.output.snapshot_id
+        async with self._lock:
+            await self._settle_detached()
+            result = await self.transport.run_turn(self._init(), item, None)
+            if result.output.session_id:
+                self.session_id = self.session_id or result.output.session_id
+            if result.output.snapshot_id:  # the chat now points at the pending snapshot
+                self._detached = (result.output.snapshot_id, self.snapshot_id)
+                self.snapshot_id = result.output.snapshot_id
         return DetachedTask(self.transport, result.output)
 
     async def abort(self) -> None:

@@ -33,6 +33,7 @@ class AgentConnection:
         self._chunks: asyncio.Queue[Any] = asyncio.Queue()
         self._closed = False
         self._ended = False
+        self._discard = False
         self._task: asyncio.Task[AgentOutput] = asyncio.ensure_future(self._main(agent_ctx))
 
     @classmethod
@@ -46,7 +47,12 @@ class AgentConnection:
         return cls(agent, invocation, agent_ctx)
 
     def _emit(self, chunk: AgentStreamChunk) -> None:
-        self._chunks.put_nowait(chunk)
+        if not self._discard:
+            self._chunks.put_nowait(chunk)
+
+    def discard_chunks(self) -> None:
+        """Nobody will call `receive()`: drop chunks instead of keeping the whole stream in memory."""
+        self._discard = True
 
     async def _main(self, agent_ctx: AgentContext) -> AgentOutput:
         inv = self._inv

@@ -41,7 +41,15 @@ from turnkit.types import (
 if TYPE_CHECKING:
     from turnkit.agents.agent import Agent
 
-__all__ = ["AgentResult", "AgentSession", "Invocation", "TurnHandler", "now_iso"]
+__all__ = [
+    "INTERNAL_MARK",
+    "AgentResult",
+    "AgentSession",
+    "Invocation",
+    "TurnHandler",
+    "now_iso",
+    "stored_error",
+]
 
 log = logging.getLogger("turnkit.agents")
 
@@ -349,10 +357,18 @@ class Invocation:
             # Shielded: the handler stops through its abort signal, so it can record the abort.
             outcome = await asyncio.shield(task)
         except asyncio.CancelledError:
-            # The invocation itself was cancelled (the client went away): stop the turn too.
-            turn.abort()
-            task.cancel()
-            raise
+            me = asyncio.current_task()
+            if me is None or not me.cancelling():  # the handler's task ended cancelled, not us
+                outcome = _Aborted() if turn.aborted else _stray_cancel()
+            else:
+                # The invocation itself was cancelled (the client went away): stop the turn too,
+                # and let it wind down before the session's lease is given up.
+                turn.abort()
+                task.cancel()
+                await asyncio.wait({task}, timeout=_WIND_DOWN)
+                if self._detached and turn.snapshot_id is not None:
+                    self.agent.untrack_background(turn.snapshot_id)
+                raise
         finally:
             watcher.cancel()
             self._current_turn = None
@@ -366,7 +382,11 @@ class Invocation:
         except asyncio.CancelledError:
             if turn.aborted:
                 return _Aborted()
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # Something the handler awaited was cancelled, not this turn: the turn failed.
+            return _stray_cancel()
         except Exception as exc:
             result = as_turnkit_error(exc)
         # However the handler ended, a turn asked to stop counts as aborted (its work is not kept).
@@ -394,9 +414,16 @@ class Invocation:
         if watch is None:
             await asyncio.Event().wait()  # a store without notifications: local aborts only
             return
-        async for status in watch(turn.snapshot_id, context=self.ctx.context):
-            if status == "aborted":
-                return
+        while True:
+            try:
+                async for status in watch(turn.snapshot_id, context=self.ctx.context):
+                    if status == "aborted":
+                        return
+            except Exception:  # a blip in the store is not an abort: watch again shortly
+                log.warning(
+                    "watching snapshot %s for aborts failed; retrying", turn.snapshot_id, exc_info=True
+                )
+            await asyncio.sleep(1.0)  # (a watch that ended on another terminal status just idles)
 
     async def _finish_turn(self, sess: AgentSession, turn: TurnContext, outcome: Any) -> bool:
         assert self.session is not None
@@ -462,7 +489,7 @@ class Invocation:
                 updated_at=stamp,
                 status=status,  # type: ignore[arg-type]
                 finish_reason=finish_reason,
-                error=ErrorInfo.of(error) if error else None,
+                error=stored_error(error) if error else None,
                 state=state,
             )
 
@@ -497,13 +524,18 @@ class Invocation:
                 lambda existing: pending if existing is None else None,
                 context=self.ctx.context,
             )
-        finally:
+        except Exception as exc:
+            # Without its pending snapshot a detached turn could be neither polled nor aborted: stop it.
+            turn.abort()
             if not self._early.done():
-                self._early.set_result(
-                    AgentOutput(
-                        session_id=state.session_id, snapshot_id=turn.snapshot_id, finish_reason="detached"
-                    )
+                self._early.set_exception(as_turnkit_error(exc))
+            return
+        if not self._early.done():
+            self._early.set_result(
+                AgentOutput(
+                    session_id=state.session_id, snapshot_id=turn.snapshot_id, finish_reason="detached"
                 )
+            )
         self._detached_event.set()
         self.agent.track_background(turn, self.ctx.context)
 
@@ -534,6 +566,33 @@ class Invocation:
 
 class _Aborted:
     """Marks a turn that stopped because it was aborted."""
+
+
+# Marks, in a stored error's details, an error whose text is for the server's eyes only.
+INTERNAL_MARK = "turnkitInternal"
+
+
+def stored_error(err: TurnkitError) -> ErrorInfo:
+    """A failed turn's error as its snapshot keeps it: text intact, non-public ones marked so."""
+    info = ErrorInfo.of(err)
+    if err.public:
+        return info
+    details = (
+        info.details
+        if isinstance(info.details, dict)
+        else {"details": info.details}
+        if info.details is not None
+        else {}
+    )
+    return info.model_copy(update={"details": {**details, INTERNAL_MARK: True}})
+
+
+# How long a cancelled invocation waits for its turn's handler to stop before giving up the session.
+_WIND_DOWN = 5.0
+
+
+def _stray_cancel() -> TurnkitError:
+    return TurnkitError("INTERNAL", "the turn's handler was cancelled from elsewhere", public=False)
 
 
 def _finish_of(outcome: Any) -> AgentFinishReason | None:

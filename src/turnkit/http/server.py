@@ -27,6 +27,7 @@ from starlette.routing import Route
 from starlette.types import Message as AsgiMessage
 from starlette.types import Receive, Scope, Send
 
+from turnkit.agents.runner import INTERNAL_MARK
 from turnkit.errors import HTTP_STATUS, STATUS_NAMES, TurnkitError
 from turnkit.types import (
     AgentAbortRequest,
@@ -101,9 +102,11 @@ def _public(err: TurnkitError | None, info: ErrorInfo | None = None) -> TurnkitE
     if err is None:
         assert info is not None
         status = info.status if info.status in STATUS_NAMES else "UNKNOWN"
-        if status in _PRIVATE_STATUSES:
+        details = info.details
+        internal = isinstance(details, dict) and details.get(INTERNAL_MARK) is True
+        if internal or status in _PRIVATE_STATUSES:
             return TurnkitError("INTERNAL", "internal error")
-        return TurnkitError(status, info.message or status.replace("_", " ").lower(), details=info.details)
+        return TurnkitError(status, info.message or status.replace("_", " ").lower(), details=details)
     if not err.public:
         log.error("turnkit.http: non-public error hidden from the client: %s", err)
         return TurnkitError("INTERNAL", "internal error")
@@ -265,6 +268,8 @@ class _Turn:
 
     async def run(self, sink: Callable[[AgentStreamChunk], Awaitable[None]] | None) -> AgentOutput:
         conn = self.conn
+        if sink is None:
+            conn.discard_chunks()  # a plain JSON answer: the chunks are not sent anywhere
         try:
             if sink is not None and not self.detach:
                 while True:

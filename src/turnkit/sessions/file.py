@@ -41,8 +41,10 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar, Unpack
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar, Unpack
 
+from turnkit.errors import TurnkitError
 from turnkit.sessions.backend import StoredRecord
 from turnkit.sessions.engine import LinearSessionStore, StoreOptions
 from turnkit.sessions.journal import JOURNAL_SUFFIX, MISS, Journal
@@ -213,15 +215,28 @@ class FileBackend:
         self._setup()
 
     def _setup(self) -> None:
+        self._closed = False
         self._pid = os.getpid()
         self.journals = _Journals(self.root, self.fsync, self.compact_min_bytes)
         self._worker = _Worker()
         self._finalizer = weakref.finalize(self, self._worker.stop, self.journals.close)
 
     def _run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        if self._closed:
+            raise TurnkitError("FAILED_PRECONDITION", f"the file session store at {self.root} is closed")
         if self._pid != os.getpid():
             self._after_fork()
         return self._worker.run(fn, *args)
+
+    async def close(self) -> None:
+        """Close the journals and end the worker thread, once the calls already made have run."""
+        if self._closed:
+            return
+        self._closed = True
+        thread = self._worker._thread
+        self._finalizer()  # queued behind the calls already made
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join)
 
     def _after_fork(self) -> None:
         # A forked child: the thread is gone, and the parent's open files (and locks) are not ours.
@@ -319,3 +334,18 @@ class FileSessionStore(LinearSessionStore):
     def stored_bytes(self) -> int:
         """Bytes the store keeps on disk (its journals)."""
         return self.backend.stored_bytes()
+
+    async def close(self) -> None:
+        """Close the store's journals and end its worker thread; calls after this fail."""
+        await self.backend.close()
+
+    aclose = close
+
+    async def __aenter__(self) -> Self:
+        """The store itself; leaving the block closes it."""
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -9,7 +9,6 @@ lease of a process that dies runs out on its own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -64,14 +63,27 @@ class SessionLease:
     async def __aenter__(self) -> SessionLease:
         deadline = time.monotonic() + self.wait
         delay = self.poll
-        while not await self.backend.try_lease(self.tenant, self.name, self.owner, self.ttl):
-            if time.monotonic() >= deadline:
-                why = "is busy with another turn" if self.wait <= 0 else f"stayed busy for {self.wait:g}s"
-                raise TurnkitError("ABORTED", f"session {self.session_id!r} {why}; try again")
-            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 1.5, 0.1)
+        try:
+            while not await self.backend.try_lease(self.tenant, self.name, self.owner, self.ttl):
+                if time.monotonic() >= deadline:
+                    why = "is busy with another turn" if self.wait <= 0 else f"stayed busy for {self.wait:g}s"
+                    raise TurnkitError("ABORTED", f"session {self.session_id!r} {why}; try again")
+                await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 1.5, 0.1)
+        except asyncio.CancelledError:
+            # A backend may take the lease even though we were cancelled waiting for its answer.
+            await self._release()
+            raise
         self._renewer = asyncio.ensure_future(self._renew())
         return self
+
+    async def _release(self) -> None:
+        try:  # shielded: a cancelled turn must still let the next one in
+            await asyncio.shield(self.backend.release_lease(self.tenant, self.name, self.owner))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the store is down: the lease runs out by itself after its ttl
+            log.exception("releasing the lease of session %r failed", self.session_id)
 
     async def _renew(self) -> None:
         while True:
@@ -88,7 +100,5 @@ class SessionLease:
     ) -> None:
         if self._renewer is not None:
             self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-        # Shielded: a cancelled turn must still let the next one in.
-        await asyncio.shield(self.backend.release_lease(self.tenant, self.name, self.owner))
+            await asyncio.gather(self._renewer, return_exceptions=True)  # never swallows our own cancel
+        await self._release()
