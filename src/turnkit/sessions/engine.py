@@ -38,7 +38,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Final, TypedDict
+from types import TracebackType
+from typing import Any, Final, Self, TypedDict
 
 from pydantic_core import to_jsonable_python
 
@@ -246,6 +247,25 @@ class LinearSessionStore(SessionStoreBase):
                 await asyncio.wait_for(event.wait(), self.poll_interval)
 
         return wait
+
+    async def close(self) -> None:
+        """Release what the store holds (threads, connections, files); calls after this fail."""
+        closer = getattr(self.backend, "close", None)
+        if closer is not None:
+            await closer()
+
+    async def aclose(self) -> None:
+        """The same as `close`."""
+        await self.close()
+
+    async def __aenter__(self) -> Self:
+        """The store itself; leaving the block closes it."""
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
 
     def clear_cache(self) -> None:
         """Forget every materialised state (the next reads go to the backend)."""

@@ -41,8 +41,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self, TypeVar, Unpack
+from typing import Any, Final, TypeVar, Unpack
 
 from turnkit.errors import TurnkitError
 from turnkit.sessions.backend import StoredRecord
@@ -334,18 +333,3 @@ class FileSessionStore(LinearSessionStore):
     def stored_bytes(self) -> int:
         """Bytes the store keeps on disk (its journals)."""
         return self.backend.stored_bytes()
-
-    async def close(self) -> None:
-        """Close the store's journals and end its worker thread; calls after this fail."""
-        await self.backend.close()
-
-    aclose = close
-
-    async def __aenter__(self) -> Self:
-        """The store itself; leaving the block closes it."""
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

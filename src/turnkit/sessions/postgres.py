@@ -37,8 +37,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Final, Self, TypeVar, Unpack
+from typing import Any, Final, TypeVar, Unpack
 
 import psycopg
 from psycopg import sql
@@ -579,16 +578,6 @@ class PostgresSessionStore(LinearSessionStore):
     async def close(self) -> None:
         """Stop listening and close the connection pool (unless the caller gave it)."""
         await self.postgres.close()
-
-    aclose = close
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     def change_waiter(
         self, snapshot_id: str, *, context: Mapping[str, Any] | None = None

@@ -34,7 +34,6 @@ import re
 import secrets
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Final, TypeVar, Unpack
 
 from redis.asyncio import Redis
@@ -438,12 +437,3 @@ class RedisSessionStore(LinearSessionStore):
         await self._notifier.close()
         if self._owns_client:
             await self.client.aclose()
-
-    async def __aenter__(self) -> RedisSessionStore:
-        """The store itself; leaving the block closes it."""
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

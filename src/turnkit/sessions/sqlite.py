@@ -38,8 +38,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from queue import SimpleQueue
-from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeVar, Unpack
+from typing import Any, Final, Literal, TypeVar, Unpack
 
 from turnkit.errors import TurnkitError
 from turnkit.sessions.backend import StoredRecord
@@ -475,18 +474,3 @@ class SqliteSessionStore(LinearSessionStore):
         super().__init__(SqliteBackend(path, busy_timeout=busy_timeout, synchronous=synchronous), **options)
         self.backend: SqliteBackend
         self.path = Path(path)
-
-    async def close(self) -> None:
-        """Close the database connection and end the store's worker thread; calls after this fail."""
-        await self.backend.close()
-
-    aclose = close
-
-    async def __aenter__(self) -> Self:
-        """The store itself; leaving the block closes it."""
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
