@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from model_checks import check_tool_loop
 from turnkit import Turnkit, TurnkitError
 from turnkit.models import Model, ModelContext
 from turnkit.models.llamacpp import (
@@ -334,17 +335,4 @@ async def test_concurrent_calls_share_the_model_safely(model: Model) -> None:
 
 async def test_generate_runs_a_tool_loop_on_the_local_model(model: Model) -> None:
     ai = Turnkit(plugins=[LlamaCpp()], model=DEFAULT_MODEL)
-    seen: list[str] = []
-
-    @ai.tool()
-    def get_weather(city: str) -> dict[str, Any]:
-        """Get the current weather for a city."""
-        seen.append(city)
-        return {"city": city, "temp_c": 21, "sky": "sunny"}
-
-    resp = await ai.generate(
-        prompt="What's the weather in Paris?", tools=["get_weather"], tool_choice="required", config=FAST
-    )
-    assert len(seen) == 1 and isinstance(seen[0], str)
-    assert [m.role for m in resp.messages] == ["user", "model", "tool", "model"]
-    assert resp.finish_reason in ("stop", "length") and resp.text.strip()
+    await check_tool_loop(ai, FAST)

@@ -26,6 +26,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from model_checks import check_tool_loop
 from turnkit import Turnkit, TurnkitError
 from turnkit.models import Model, ModelContext
 from turnkit.models.llamacpp import default_model_path
@@ -543,17 +544,4 @@ async def test_slow_reply_is_deadline_exceeded(server: str) -> None:
 
 async def test_generate_runs_a_tool_loop_through_the_server(plugin: OpenAICompat) -> None:
     ai = Turnkit(plugins=[plugin], model="local/smollm2")
-    seen: list[str] = []
-
-    @ai.tool()
-    def get_weather(city: str) -> dict[str, Any]:
-        """Get the current weather for a city."""
-        seen.append(city)
-        return {"city": city, "temp_c": 21, "sky": "sunny"}
-
-    resp = await ai.generate(
-        prompt="What's the weather in Paris?", tools=["get_weather"], tool_choice="required", config=FAST
-    )
-    assert len(seen) == 1 and isinstance(seen[0], str)
-    assert [m.role for m in resp.messages] == ["user", "model", "tool", "model"]
-    assert resp.finish_reason in ("stop", "length") and resp.text.strip()
+    await check_tool_loop(ai, FAST)
