@@ -61,20 +61,31 @@ from typing import IO, Any
 import httpx
 
 
-def _load_peers_env() -> Any:
-    """`benchmarks/peers/env.py`, loaded by path (benchmarks/ stays off the import path)."""
-    spec = importlib.util.spec_from_file_location("peers.env", BENCHMARKS / "peers" / "env.py")
+def _load(name: str, path: Path) -> Any:
+    """A module of benchmarks/, loaded by path (benchmarks/ stays off the import path)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
+def _load_peers_env() -> Any:
+    """`benchmarks/peers/env.py`."""
+    return _load("peers.env", BENCHMARKS / "peers" / "env.py")
+
+
 _peers = _load_peers_env()
+_common = _load("scale_common", BENCHMARKS / "scale_common.py")
+RawClient = _common.RawClient
 PeerError, ensure_venv = _peers.PeerError, _peers.ensure_venv
 
 PEER_SCRIPT = BENCHMARKS / "peers" / "genkit_http_server.py"
-PEER_PACKAGES = ["genkit-fastapi==0.12.0", "genkit==0.12.0"]
+# The event loop and HTTP parser pins give the peer what turnkit's `server` extra brings, so both
+# servers run the same uvicorn implementations.
+PEER_PACKAGES = ["genkit-fastapi==0.12.0", "genkit==0.12.0", "uvloop==0.23.0", "httptools==0.9.0"]
+TARGET_SERVER_CPU_MS = 0.6
 PEER_VENV = "genkit-fastapi-0.12.0"
 HOST = "127.0.0.1"
 AGENT = "bench"
@@ -93,12 +104,9 @@ def split(text: str, n: int) -> list[str]:
 # --- the turnkit server (run as `http.py --serve`) ------------------------------------------------
 
 
-def serve_turnkit(port: int, chunks: int, loop: str, http: str) -> None:
-    """Serve the turnkit benchmark agent on 127.0.0.1:PORT until killed."""
-    import uvicorn
-
+def build_turnkit(chunks: int) -> Any:
+    """The turnkit benchmark app: agent `bench` over an in-memory store, a fixed streamed reply."""
     from turnkit import Turnkit
-    from turnkit.http import create_app
     from turnkit.models import ModelContext
     from turnkit.sessions import InMemorySessionStore
     from turnkit.testing import define_programmable_model
@@ -116,8 +124,21 @@ def serve_turnkit(port: int, chunks: int, loop: str, http: str) -> None:
     pm = define_programmable_model(ai)
     pm.handler = fixed_reply
     ai.define_agent(name=AGENT, store=InMemorySessionStore())
+    return ai
+
+
+def serve_turnkit(port: int, chunks: int, loop: str, http: str, gc_tuning: bool) -> None:
+    """Serve the turnkit benchmark agent on 127.0.0.1:PORT until killed, the garbage collector
+    tuned as `turnkit serve` tunes it unless `gc_tuning` is off."""
+    import uvicorn
+
+    from turnkit.http import create_app, tune_gc
+
+    app = create_app(build_turnkit(chunks))
+    if gc_tuning:
+        tune_gc()
     uvicorn.run(
-        create_app(ai),
+        app,
         host=HOST,
         port=port,
         workers=1,
@@ -126,6 +147,57 @@ def serve_turnkit(port: int, chunks: int, loop: str, http: str) -> None:
         log_level="warning",
         access_log=False,
     )
+
+
+def turn_cost(chunks: int, turns: int, turns_per_chat: int, loop: str, clients: int, gc_tuning: bool) -> None:
+    """Print the CPU milliseconds per turn of the same agent run in process, without HTTP, by
+    `clients` concurrent chats (as many as the level's clients: concurrency changes what a turn
+    costs): what the server's CPU per turn would be if serving cost nothing."""
+    from turnkit.types import AgentInit, AgentInput, Message, Part
+
+    agent = build_turnkit(chunks).registry.lookup("agent", AGENT)
+    if gc_tuning:
+        from turnkit.http import tune_gc
+
+        tune_gc()  # as the server process does
+
+    async def user(index: int, n: int) -> None:
+        snapshot: str | None = None
+        for i in range(n):
+            init = AgentInit(snapshot_id=snapshot if i % turns_per_chat else None)
+            conn = await agent.stream_bidi(init)
+            text = f"user {index} turn {i}"
+            await conn.send(AgentInput(message=Message(role="user", content=[Part(text=text)])))
+            await conn.close()
+            while not conn.finished:
+                async for _chunk in conn.receive():
+                    pass
+            snapshot = (await conn.output()).snapshot_id
+            await asyncio.sleep(0)  # interleave the chats, as requests from many clients do
+
+    async def run(n: int) -> None:
+        await asyncio.gather(*(user(c, n) for c in range(clients)))
+
+    per_client = max(1, turns // clients)
+
+    async def measured() -> float:
+        await run(max(1, min(per_client, 200 // clients)))  # warm-up: imports, caches
+        cpu0 = time.process_time()
+        await run(per_client)
+        return time.process_time() - cpu0
+
+    seconds = run_async(measured(), loop)
+    print(json.dumps({"turn_cpu_ms": round(seconds * 1000 / (per_client * clients), 3)}))
+
+
+def run_async(coro: Any, loop: str) -> Any:
+    """Run `coro` on uvloop when `loop` is "uvloop", else on asyncio's default loop."""
+    if loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    return asyncio.run(coro)
 
 
 # --- running a server -----------------------------------------------------------------------------
@@ -210,83 +282,95 @@ class TurnError(Exception):
 
 
 async def one_turn(
-    client: httpx.AsyncClient, url: str, init: dict[str, Any], text: str, chunks: int
+    client: Any, path: str, init: dict[str, Any], text: str, chunks: int
 ) -> tuple[float, float, str]:
     """Run one streaming turn; returns (latency, time to first chunk, snapshot id)."""
     body = json.dumps({"data": {"message": {"role": "user", "content": [{"text": text}]}}, "init": init})
-    headers = {"accept": "text/event-stream", "content-type": "application/json"}
     t0 = time.perf_counter()
     first: float | None = None
     seen = 0
     buffer = b""
-    async with client.stream("POST", url, content=body, headers=headers) as resp:
-        if resp.status_code != 200:
-            raise TurnError(f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}")
-        async for piece in resp.aiter_bytes():
-            buffer += piece
-            while (end := buffer.find(b"\n\n")) >= 0:
-                frame, buffer = buffer[:end], buffer[end + 2 :]
-                if not frame.startswith(b"data: "):
-                    raise TurnError(f"not a data frame: {frame[:100]!r}")
-                if frame.startswith(b'data: {"message":{"modelChunk"'):
-                    seen += 1
-                    if first is None:
-                        first = time.perf_counter() - t0
-                    continue
-                if frame.startswith(b'data: {"message"'):
-                    continue
-                payload = json.loads(frame[6:])
-                latency = time.perf_counter() - t0
-                result = payload.get("result")
-                if result is None:
-                    raise TurnError(f"error frame: {payload}")
-                message_text = "".join(
-                    p.get("text", "") for p in (result.get("message") or {}).get("content", [])
-                )
-                if result.get("finishReason") != "stop" or message_text != REPLY:
-                    raise TurnError(f"unexpected result: {str(result)[:300]}")
-                if seen != chunks or first is None:
-                    raise TurnError(f"{seen} model chunks, expected {chunks}")
-                return latency, first, result["snapshotId"]
-    raise TurnError("the stream ended without a result frame")
+    outcome: tuple[float, float, str] | None = None
+    async for piece in client.stream(path, body.encode()):
+        buffer += piece
+        while (end := buffer.find(b"\n\n")) >= 0:
+            frame, buffer = buffer[:end], buffer[end + 2 :]
+            if outcome is not None:
+                raise TurnError(f"a frame after the result: {frame[:100]!r}")
+            if not frame.startswith(b"data: "):
+                raise TurnError(f"not a data frame: {frame[:100]!r}")
+            if frame.startswith(b'data: {"message":{"modelChunk"'):
+                seen += 1
+                if first is None:
+                    first = time.perf_counter() - t0
+                continue
+            if frame.startswith(b'data: {"message"'):
+                continue
+            payload = json.loads(frame[6:])
+            latency = time.perf_counter() - t0
+            result = payload.get("result")
+            if result is None:
+                raise TurnError(f"error frame: {payload}")
+            message_text = "".join(
+                p.get("text", "") for p in (result.get("message") or {}).get("content", [])
+            )
+            if result.get("finishReason") != "stop" or message_text != REPLY:
+                raise TurnError(f"unexpected result: {str(result)[:300]}")
+            if seen != chunks or first is None:
+                raise TurnError(f"{seen} model chunks, expected {chunks}")
+            outcome = latency, first, result["snapshotId"]
+    if outcome is None or buffer:
+        raise TurnError("the stream ended without a result frame")
+    return outcome
 
 
 async def run_load(
     url: str, clients: int, duration: float, max_turns: int, chunks: int, turns_per_chat: int
 ) -> tuple[Load, float, float]:
-    """N clients looping over streaming turns until the time or turn budget is spent.
-
-    Returns what was measured, the wall time and this process's CPU time over the run.
-    """
+    """N clients, one keep-alive connection each, looping over streaming turns until the time or
+    turn budget is spent. Returns what was measured, the wall time and this process's CPU time."""
     load = Load()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    timeout = httpx.Timeout(REQUEST_TIMEOUT)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        deadline = time.perf_counter() + duration
+    where = httpx.URL(url)
+    host, port, path = where.host, where.port or 80, where.raw_path.decode()
+    deadline = time.perf_counter() + duration
 
-        async def user(index: int) -> None:
-            snapshot: str | None = None
-            turn = 0
+    async def user(index: int) -> None:
+        client = RawClient(host, port)
+        snapshot: str | None = None
+        turn = 0
+        try:
             while time.perf_counter() < deadline and load.started < max_turns:
                 load.started += 1
                 if turn % turns_per_chat == 0:
                     snapshot = None
                 init = {"snapshotId": snapshot} if snapshot else {}
                 try:
-                    latency, first, snapshot = await one_turn(
-                        client, url, init, f"user {index} turn {turn}", chunks
-                    )
-                except (TurnError, httpx.HTTPError, ValueError, KeyError) as exc:
+                    async with asyncio.timeout(REQUEST_TIMEOUT):
+                        latency, first, snapshot = await one_turn(
+                            client, path, init, f"user {index} turn {turn}", chunks
+                        )
+                except (
+                    TimeoutError,
+                    TurnError,
+                    _common.ProtocolError,
+                    OSError,
+                    asyncio.IncompleteReadError,
+                    ValueError,
+                    KeyError,
+                ) as exc:
                     load.errors.append(f"{type(exc).__name__}: {exc}"[:300])
                     snapshot = None
+                    await client.close()  # the connection's state is unknown: start afresh
                 else:
                     load.latencies.append(latency)
                     load.first_chunks.append(first)
                 turn += 1
+        finally:
+            await client.close()
 
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(user(i) for i in range(clients)))
-        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(user(i) for i in range(clients)))
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return load, wall, cpu
 
 
@@ -305,10 +389,12 @@ def measure(
     """Start the server, warm it up, run one level, stop it; return the level's numbers."""
     url = f"http://{HOST}:{port}/agents/{AGENT}"
     with running(cmd, port, env) as proc:
-        asyncio.run(run_load(url, min(level, 10), WARMUP_SECONDS, 10**9, args.chunks, args.turns_per_chat))
+        warm_up = run_load(url, min(level, 10), WARMUP_SECONDS, 10**9, args.chunks, args.turns_per_chat)
+        run_async(warm_up, args.loadgen_loop)
         server_cpu0 = cpu_seconds(proc.pid)
-        load, wall, gen_cpu = asyncio.run(
-            run_load(url, level, args.duration, args.max_turns, args.chunks, args.turns_per_chat)
+        load, wall, gen_cpu = run_async(
+            run_load(url, level, args.duration, args.max_turns, args.chunks, args.turns_per_chat),
+            args.loadgen_loop,
         )
         server_cpu1 = cpu_seconds(proc.pid)
     done = len(load.latencies)
@@ -357,7 +443,8 @@ def print_report(report: dict[str, Any]) -> None:
     """The human-readable tables."""
     cfg = report["config"]
     print(
-        f"HTTP streaming turns, one uvicorn worker each (loop={cfg['loop']}, http={cfg['http']}), "
+        f"HTTP streaming turns, one uvicorn worker each (loop={cfg['loop']}, http={cfg['http']}; turnkit's "
+        f"GC {'tuned as by turnkit serve' if cfg['turnkit_gc_tuning'] else 'at the defaults'}), "
         f"{cfg['chunks']} chunks per reply, chats of {cfg['turns_per_chat']} turns, "
         f"{cfg['duration']} s or {cfg['max_turns']} turns per level; "
         f"turnkit {cfg['turnkit']}, genkit {cfg['genkit'] or '-'} + genkit-fastapi {cfg['genkit_fastapi'] or '-'}, "
@@ -374,6 +461,8 @@ def print_report(report: dict[str, Any]) -> None:
         ("ttfc p50", "first_chunk_ms_p50", 8),
         ("ttfc p99", "first_chunk_ms_p99", 8),
         ("srv cpu ms/turn", "server_cpu_ms_per_turn", 15),
+        ("of which turn", "turn_cpu_ms", 13),
+        ("serving", "serving_cpu_ms", 7),
         ("loadgen cpu%", "loadgen_cpu_pct", 12),
     ]
     print()
@@ -394,6 +483,9 @@ def print_report(report: dict[str, Any]) -> None:
             )
     if report["peer_error"]:
         print(f"\nGenkit peer FAILED: {report['peer_error']}")
+    print()
+    for t in report["targets"]:
+        print(f"{'PASS' if t['pass'] else 'MISS'}  {t['target']}: {_fmt(t['value'])} ms")
 
 
 def _fmt(value: Any, suffix: str = "") -> str:
@@ -409,20 +501,51 @@ def main() -> None:
         "--levels", default="10,50,200", help="concurrent clients per level (default 10,50,200)"
     )
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per level (default 8)")
-    parser.add_argument("--max-turns", type=int, default=6000, help="turns per level at most (default 6000)")
+    parser.add_argument(
+        "--max-turns", type=int, default=20000, help="turns per level at most (default 20000)"
+    )
     parser.add_argument("--chunks", type=int, default=4, help="streamed chunks per reply (default 4)")
     parser.add_argument(
         "--turns-per-chat", type=int, default=10, help="turns before a client starts a new chat"
     )
-    parser.add_argument("--loop", default="asyncio", help="uvicorn --loop for both servers (default asyncio)")
-    parser.add_argument("--http", default="h11", help="uvicorn --http for both servers (default h11)")
+    parser.add_argument(
+        "--loop",
+        default="auto",
+        help="uvicorn --loop for both servers: uvloop or asyncio (default: uvloop if installed)",
+    )
+    parser.add_argument(
+        "--http",
+        default="auto",
+        help="uvicorn --http for both servers: httptools or h11 (default: httptools if installed)",
+    )
+    parser.add_argument(
+        "--turn-samples", type=int, default=2000, help="in-process turns timed for the turn's own cost"
+    )
+    parser.add_argument(
+        "--no-gc-tuning", action="store_true", help="run turnkit's server without `turnkit serve`'s GC tuning"
+    )
     parser.add_argument("--skip-peer", action="store_true", help="run turnkit only (no Genkit)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--turn-cost", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--clients", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.loop = _available(args.loop, "uvloop", "asyncio")
+    args.http = _available(args.http, "httptools", "h11")
+    args.loadgen_loop = args.loop
+    if args.turn_cost:
+        turn_cost(
+            args.chunks,
+            args.turn_samples,
+            args.turns_per_chat,
+            args.loop,
+            args.clients,
+            not args.no_gc_tuning,
+        )
+        return
     if args.serve:
-        serve_turnkit(args.port, args.chunks, args.loop, args.http)
+        serve_turnkit(args.port, args.chunks, args.loop, args.http, not args.no_gc_tuning)
         return
     levels = [int(n) for n in args.levels.split(",") if n]
     if not levels or min(levels) < 1 or args.duration <= 0 or args.max_turns < 1 or args.chunks < 1:
@@ -446,7 +569,12 @@ def main() -> None:
     for level in levels:
         port = free_port()
         tk_cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", "--port", str(port), *uv]
+        tk_cmd += ["--no-gc-tuning"] if args.no_gc_tuning else []
         tk = measure("turnkit", tk_cmd, port, None, level, args)
+        turn_cpu_ms = in_process_turn_cpu_ms(args, level)
+        tk["turn_cpu_ms"] = turn_cpu_ms
+        if tk["server_cpu_ms_per_turn"] is not None:
+            tk["serving_cpu_ms"] = round(tk["server_cpu_ms_per_turn"] - turn_cpu_ms, 3)
         results.append(tk)
         if peer is None:
             continue
@@ -481,6 +609,7 @@ def main() -> None:
             "turns_per_chat": args.turns_per_chat,
             "loop": args.loop,
             "http": args.http,
+            "turnkit_gc_tuning": not args.no_gc_tuning,
             "turnkit": version("turnkit"),
             "genkit": _peer_version(peer, "genkit"),
             "genkit_fastapi": _peer_version(peer, "genkit-fastapi"),
@@ -491,12 +620,43 @@ def main() -> None:
         "ratios": ratios,
         "peer_error": peer_error,
     }
+    targets: list[dict[str, Any]] = [
+        {
+            "target": f"turnkit server CPU per streamed turn <= {TARGET_SERVER_CPU_MS} ms ({row['clients']} clients)",
+            "value": row["server_cpu_ms_per_turn"],
+            "pass": row["server_cpu_ms_per_turn"] is not None
+            and row["server_cpu_ms_per_turn"] <= TARGET_SERVER_CPU_MS,
+        }
+        for row in results
+        if row["server"] == "turnkit"
+    ]
+    report["targets"] = targets
     if args.json:
         print(json.dumps(report))
     else:
         print_report(report)
     failed = any(r["errors"] for r in results) or peer_error is not None
+    failed = failed or not all(t["pass"] for t in targets)
     sys.exit(1 if failed else 0)
+
+
+def in_process_turn_cpu_ms(args: argparse.Namespace, clients: int) -> float:
+    """The turn's own CPU cost at this concurrency, from a `--turn-cost` process of its own."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--turn-cost", "--clients", str(clients)]
+    cmd += ["--turn-samples", str(args.turn_samples), "--chunks", str(args.chunks)]
+    cmd += ["--turns-per-chat", str(args.turns_per_chat), "--loop", args.loop]
+    cmd += ["--no-gc-tuning"] if args.no_gc_tuning else []
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    value: float = json.loads(out)["turn_cpu_ms"]
+    print(f"http.py: the turn alone, in process, {clients} chats at once: {value} ms CPU", file=sys.stderr)
+    return value
+
+
+def _available(choice: str, fast: str, fallback: str) -> str:
+    """`choice`, or for "auto" the `fast` implementation when it is installed here, else `fallback`."""
+    if choice != "auto":
+        return choice
+    return fast if importlib.util.find_spec(fast) is not None else fallback
 
 
 def _peer_version(python: Path | None, package: str) -> str | None:

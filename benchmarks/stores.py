@@ -63,7 +63,7 @@ from typing import Any
 from turnkit import Turnkit
 from turnkit.models import ModelContext
 from turnkit.sessions import FileSessionStore, InMemorySessionStore, SessionStore
-from turnkit.sessions.url import store_from_url
+from turnkit.sessions._url import store_from_url
 from turnkit.testing import define_programmable_model
 from turnkit.types import Message, ModelRequest, ModelResponse, Part
 
@@ -166,7 +166,7 @@ class _Target:
         if self.kind == "sqlite":
             return store_from_url(f"sqlite:{self.path}")
         if self.kind == "sqlite-full":
-            from turnkit.sessions.sqlite import SqliteSessionStore
+            from turnkit.sessions._sqlite import SqliteSessionStore
 
             return SqliteSessionStore(self.path, synchronous="FULL")
         if self.kind == "postgres":

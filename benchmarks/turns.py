@@ -106,16 +106,18 @@ class _NullList(list[ModelRequest]):
         """Drop `item`."""
 
 
-async def run_mode(ai: Turnkit, mode: str, turns: int, warmup: int, tmp: Path) -> dict[str, Any]:
+async def run_mode(
+    ai: Turnkit, mode: str, turns: int, warmup: int, tmp: Path, label: str = ""
+) -> dict[str, Any]:
     """Run a warm-up chat, then one measured `turns`-turn conversation; return its numbers."""
     # The warm-up uses its own agent and store so it leaves nothing in the measured store dir.
-    warm_agent = ai.define_agent(name=f"warmup_{mode}", store=make_store(mode, tmp / f"warmup-{mode}"))
+    warm_agent = ai.define_agent(name=f"warmup_{mode}{label}", store=make_store(mode, tmp / f"warmup-{mode}"))
     warm_chat = warm_agent.chat()
     for i in range(warmup):
         await warm_chat.send(f"warm-up {i}")
 
     store_dir = tmp / mode
-    agent = ai.define_agent(name=f"bench_{mode}", store=make_store(mode, store_dir))
+    agent = ai.define_agent(name=f"bench_{mode}{label}", store=make_store(mode, store_dir))
     chat = agent.chat()
     cpu_ms: list[float] = []
     wall_ms: list[float] = []
@@ -150,6 +152,45 @@ async def run_mode(ai: Turnkit, mode: str, turns: int, warmup: int, tmp: Path) -
     return result
 
 
+async def run_traced(ai: Turnkit, turns: int, warmup: int, tmp: Path) -> dict[str, Any] | None:
+    """The memory-store conversation again with the OpenTelemetry SDK recording every span into an
+    in-memory exporter: what tracing adds per turn. None without the SDK (turnkit[otel])."""
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    except ImportError:
+        return None
+    from turnkit._tracing import configure, reset_configuration
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    configure(tracer_provider=provider)
+    try:
+        result = await run_mode(ai, "memory", turns, warmup, tmp / "traced", label="_traced")
+    finally:
+        reset_configuration()
+    result["spans_per_turn"] = len(exporter.get_finished_spans()) / (turns + warmup)
+    return result
+
+
+def print_tracing(tk: dict[str, Any], turns: int) -> None:
+    """What tracing with the SDK and an in-memory exporter adds per turn (memory store, last window)."""
+    traced = tk.get("tracing")
+    if traced is None:
+        print("\ntracing: the OpenTelemetry SDK is not installed (turnkit[otel]); not measured")
+        return
+    label, a, b = windows(turns)[-1]
+    plain = median(tk["results"]["memory"]["cpu_ms"][a:b])
+    with_sdk = median(traced["cpu_ms"][a:b])
+    print(
+        f"\ntracing (memory store, turns {label}, OpenTelemetry SDK + in-memory exporter, "
+        f"{traced['spans_per_turn']:.0f} spans/turn): CPU/turn {with_sdk:.3f} ms vs {plain:.3f} ms "
+        f"untraced: +{with_sdk - plain:.3f} ms per turn"
+    )
+
+
 async def run_turnkit(turns: int, warmup: int) -> dict[str, Any]:
     """Every store mode in this process, like the peer does."""
     ai = Turnkit(model="programmableModel")
@@ -163,6 +204,7 @@ async def run_turnkit(turns: int, warmup: int) -> dict[str, Any]:
     try:
         for mode in MODES:
             results[mode] = await run_mode(ai, mode, turns, warmup, tmp)
+        traced = await run_traced(ai, turns, warmup, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {
@@ -171,6 +213,7 @@ async def run_turnkit(turns: int, warmup: int) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "turns": turns,
         "results": results,
+        "tracing": traced,
         "notes": [
             "none = client-managed state (define_agent without a store): the chat sends the whole "
             "history with every turn",
@@ -409,6 +452,7 @@ def main() -> None:
         print(json.dumps(report))
     else:
         print_report(args.turns, tk, gk, summary)
+        print_tracing(tk, args.turns)
         if peer_error:
             print(f"\nGenkit peer FAILED: {peer_error}")
     missed = not all(t["met"] for t in summary["targets"])

@@ -1,4 +1,4 @@
-"""Shared fixtures: an app with the programmable and echo models, and the shared reference folder."""
+"""Shared fixtures: an app with the programmable and echo models, and the shipped reference files."""
 
 from __future__ import annotations
 
@@ -12,19 +12,25 @@ from turnkit import Turnkit
 from turnkit.testing import ProgrammableModel, define_echo_model, define_programmable_model
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-REFERENCE = (
-    Path(os.environ.get("TURNKIT_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "reference"
-)
+# Genkit's conformance spec and wire schema, shipped with the tests (Apache-2.0, see reference/LICENSE).
+REFERENCE = Path(__file__).resolve().parent / "reference"
 
 
 def require_reference(name: str) -> Path:
-    """The path of a file in ../shared/reference; skip when absent (fail in CI, where it must be there)."""
+    """The path of a file shipped in tests/reference."""
     path = REFERENCE / name
-    if not path.exists():
-        if IN_CI:
-            pytest.fail(f"{path} is missing; CI runs with ../shared beside the clone")
-        pytest.skip(f"{path} not found (set TURNKIT_SHARED to the shared/ folder)")
+    assert path.exists(), f"{path} is missing from the checkout"
     return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the live provider tests unless TURNKIT_LIVE_TESTS=1: the suite needs no network."""
+    if os.environ.get("TURNKIT_LIVE_TESTS") == "1":
+        return
+    live = [item for item in items if item.get_closest_marker("live")]
+    if live:
+        config.hook.pytest_deselected(items=live)
+        items[:] = [item for item in items if not item.get_closest_marker("live")]
 
 
 def require_service(name: str, host: str, port: int) -> None:

@@ -32,10 +32,10 @@ import uvicorn
 from pydantic import BaseModel
 
 from turnkit import Turnkit, TurnkitError
+from turnkit._tools import ToolContext
 from turnkit.agents import AgentContext, AgentSession, TurnContext
 from turnkit.sessions import InMemorySessionStore, SessionStore
 from turnkit.testing import ProgrammableModel, define_programmable_model
-from turnkit.tools import ToolContext
 from turnkit.types import AgentInput, Artifact, Message, Part, SessionState
 
 __all__ = [

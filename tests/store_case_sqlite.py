@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from turnkit.sessions.sqlite import SqliteSessionStore
+from turnkit.sessions._sqlite import SqliteSessionStore
 
 if TYPE_CHECKING:
     from test_store_contract import StoreCase

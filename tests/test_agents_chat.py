@@ -18,7 +18,7 @@ from turnkit import (
     Turnkit,
     TurnkitError,
 )
-from turnkit.agents import Agent, AgentContext, AgentSession, TurnContext
+from turnkit.agents import Agent, AgentContext, AgentError, AgentSession, TurnContext
 from turnkit.sessions import InMemorySessionStore
 from turnkit.testing import ProgrammableModel
 
@@ -82,8 +82,9 @@ async def test_send_returns_every_response_field(ai: Turnkit) -> None:
     assert res.finish_reason == "stop"
     assert res.text == "echo: hello" and res.message == model("echo: hello")
     assert texts(res.messages) == ["hello", "echo: hello"]
-    assert res.state is not None and res.state.custom == {"turns": 1, "last": "hello"}
-    assert res.custom == {"turns": 1, "last": "hello"}
+    assert res.state == res.custom == {"turns": 1, "last": "hello"}  # no state_schema: plain JSON
+    assert res.session_state.custom == {"turns": 1, "last": "hello"}
+    assert chat.state == {"turns": 1, "last": "hello"} and chat.messages == res.messages
     assert res.artifacts == [Artifact(name="log", parts=[Part(text="hello")])]
     assert res.snapshot_id and res.session_id
     assert res.interrupts == [] and res.error is None
@@ -99,9 +100,11 @@ async def test_send_accepts_text_message_input_and_wire_dict(ai: Turnkit, pm: Pr
     await chat.send(Message(role="user", content=[Part(text="two")]))
     await chat.send(AgentInput(message=Message(role="user", content=[Part(text="three")])))
     assert texts(pm.requests[2].messages) == ["one", "a", "two", "b", "three"]
-    res = await (agent.chat(state=chat.state)).send({"message": {"role": "user", "content": [{"text": "4"}]}})
-    assert res.finish_reason == "failed"  # no fourth response scripted: the turn fails ...
-    assert res.error is not None and res.error.status == "FAILED_PRECONDITION"
+    with pytest.raises(AgentError) as err:  # no fourth response scripted: the turn fails ...
+        await agent.chat(session_state=chat.session_state).send(
+            {"message": {"role": "user", "content": [{"text": "4"}]}}
+        )
+    assert err.value.status == "FAILED_PRECONDITION" and err.value.response.finish_reason == "failed"
     assert texts(pm.requests[3].messages)[-1] == "4"  # ... but the dict input reached the model
 
 
@@ -127,10 +130,10 @@ async def test_client_managed_chat_carries_state_between_sends(ai: Turnkit) -> N
     assert first.snapshot_id is None and first.output.state is not None
     second = await chat.send("b")
     assert texts(second.messages) == ["a", "echo: a", "b", "echo: b"]
-    assert second.custom == {"turns": 2, "last": "b"} and chat.state == second.output.state
+    assert second.custom == {"turns": 2, "last": "b"} and chat.session_state == second.output.state
     assert second.session_id == first.session_id
     # The state is all a client needs: a new chat from it goes on where this one stopped.
-    resumed = agent.chat(state=second.output.state.to_wire())  # type: ignore[union-attr]
+    resumed = agent.chat(session_state=second.output.state.to_wire())  # type: ignore[union-attr]
     third = await resumed.send("c")
     assert third.custom == {"turns": 3, "last": "c"} and third.session_id == first.session_id
     assert texts(third.messages)[-2:] == ["c", "echo: c"]
@@ -175,8 +178,8 @@ async def test_send_stream_chunks_accumulate_text_and_track_custom_state(ai: Tur
     turn2 = chat.send_stream("again")
     streamed = [c async for c in turn2.stream]
     first = streamed[0]
-    assert first.chunk.custom_patch is not None
-    assert [op.to_wire() for op in first.chunk.custom_patch] == [
+    assert first.raw.custom_patch is not None
+    assert [op.to_wire() for op in first.raw.custom_patch] == [
         {"op": "replace", "path": "", "value": {"step": "plan", "n": 1}}
     ]
     await turn2.response
@@ -196,14 +199,20 @@ async def test_send_stream_delivers_model_chunks_of_a_prompt_agent(
 # --- failures ------------------------------------------------------------------------------------
 
 
-async def test_failed_turn_is_returned_with_last_good_snapshot(ai: Turnkit) -> None:
+async def test_failed_turn_raises_with_last_good_snapshot(ai: Turnkit) -> None:
     agent = scripted_agent(ai, store=InMemorySessionStore())
     chat = agent.chat()
     good = await chat.send("a")
-    bad = await chat.send("fail")
-    assert bad.finish_reason == "failed"
-    assert bad.snapshot_id == good.snapshot_id and chat.snapshot_id == good.snapshot_id
+    with pytest.raises(AgentError) as raised:
+        await chat.send("fail")
+    failure = raised.value
+    assert isinstance(failure, TurnkitError) and failure.status == "INTERNAL"
+    assert failure.snapshot_id == good.snapshot_id and chat.snapshot_id == good.snapshot_id
+    assert failure.state == {"turns": 1, "last": "a"} == chat.state  # the failed update is not kept
+    bad = failure.response
+    assert bad.finish_reason == "failed" and bad.snapshot_id == good.snapshot_id
     assert bad.error is not None and "scripted failure" in bad.error.message
+    assert texts(chat.messages) == ["a", "echo: a"]
     with pytest.raises(TurnkitError) as err:
         bad.assert_valid()
     assert err.value.status == bad.error.status == "INTERNAL"
@@ -215,14 +224,16 @@ async def test_failed_turn_is_returned_with_last_good_snapshot(ai: Turnkit) -> N
     assert snap is not None and snap.parent_id == good.snapshot_id
 
 
-async def test_failed_turn_is_returned_with_last_good_client_state(ai: Turnkit) -> None:
+async def test_failed_turn_raises_with_last_good_client_state(ai: Turnkit) -> None:
     agent = scripted_agent(ai, store=None)
     chat = agent.chat()
     good = await chat.send("a")
-    bad = await chat.send("fail")
-    assert bad.finish_reason == "failed" and bad.snapshot_id is None
+    with pytest.raises(AgentError) as raised:
+        await chat.send("fail")
+    bad = raised.value.response
+    assert bad.finish_reason == "failed" and bad.snapshot_id is None and raised.value.snapshot_id is None
     assert bad.output.state == good.output.state  # custom still turns=1: the failed update is gone
-    assert bad.custom == {"turns": 1, "last": "a"}
+    assert bad.custom == raised.value.state == {"turns": 1, "last": "a"}
     after = await chat.send("b")
     assert texts(after.messages) == ["a", "echo: a", "b", "echo: b"]
 
@@ -302,12 +313,11 @@ async def test_resume_validation_errors_fail_the_turn_and_keep_the_interrupt(
         ({"respond": [ask.respond("a")]}, "no respond or restart entry"),
     ]
     for kwargs, message in bad_inputs:
-        bad = await chat.resume(**kwargs)
-        assert bad.finish_reason == "failed", kwargs
-        assert (
-            bad.error is not None and bad.error.status == "INVALID_ARGUMENT" and message in bad.error.message
-        )
-        assert bad.snapshot_id == res.snapshot_id
+        with pytest.raises(AgentError) as err:
+            await chat.resume(**kwargs)
+        assert err.value.response.finish_reason == "failed", kwargs
+        assert err.value.status == "INVALID_ARGUMENT" and message in err.value.message
+        assert err.value.snapshot_id == res.snapshot_id == chat.snapshot_id
     assert runs == [None]  # no forged restart ran the tool
     done = await chat.resume(respond=[ask.respond("a")], restart=[danger.restart()])
     assert done.finish_reason == "stop" and runs == [None, True]
@@ -318,9 +328,9 @@ async def test_resume_with_nothing_pending_is_rejected(ai: Turnkit, pm: Programm
     pm.program([reply("hi")])
     chat = agent.chat()
     await chat.send("hi")
-    bad = await chat.resume(respond=[Part.from_wire({"toolResponse": {"name": "x", "output": 1}})])
-    assert bad.finish_reason == "failed" and bad.error is not None
-    assert bad.error.status == "INVALID_ARGUMENT"
+    with pytest.raises(AgentError) as err:
+        await chat.resume(respond=[Part.from_wire({"toolResponse": {"name": "x", "output": 1}})])
+    assert err.value.response.finish_reason == "failed" and err.value.status == "INVALID_ARGUMENT"
 
 
 # --- detach --------------------------------------------------------------------------------------
@@ -333,7 +343,7 @@ async def test_detach_poll_wait(ai: Turnkit, pm: ProgrammableModel) -> None:
     first = await chat.send("one")
     pm.gate = asyncio.Event()
     task = await chat.detach("two")
-    assert task.output.finish_reason == "detached" and task.session_id == first.session_id
+    assert task.session_id == first.session_id and chat.snapshot_id == task.snapshot_id
     pending = await task.poll()
     assert pending is not None and pending.status == "pending" and pending.parent_id == first.snapshot_id
     assert pending.heartbeat_at is not None
@@ -346,6 +356,9 @@ async def test_detach_poll_wait(ai: Turnkit, pm: ProgrammableModel) -> None:
         "two",
         "background answer",
     ]
+    output = await task.output(timeout=5, interval=0.005)
+    assert output.finish_reason == "stop" and output.message is not None
+    assert output.message.text == "background answer" and output.snapshot_id == task.snapshot_id
     assert await task.abort() == "completed"  # too late: terminal statuses are absorbing
     assert (await task.poll()).status == "completed"  # type: ignore[union-attr]
 

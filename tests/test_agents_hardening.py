@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from turnkit import Turnkit, TurnkitError
+from turnkit._tools import ToolContext
 from turnkit.agents import AgentContext, AgentSession, TurnContext
-from turnkit.agents.runner import INTERNAL_MARK, stored_error
-from turnkit.http.server import _snapshot_wire
+from turnkit.agents._snapshots import INTERNAL_MARK, stored_error
+from turnkit.http._wire import snapshot_to_wire as _snapshot_wire
 from turnkit.sessions import FileSessionStore, InMemorySessionStore
 from turnkit.testing import ProgrammableModel
-from turnkit.tools import ToolContext
 from turnkit.types import AgentInput, SessionSnapshot
 
 

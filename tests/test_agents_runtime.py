@@ -28,7 +28,7 @@ from turnkit import (
     Turnkit,
     TurnkitError,
 )
-from turnkit.agents import Agent, AgentConnection, AgentContext, AgentSession, TurnContext
+from turnkit.agents import Agent, AgentConnection, AgentContext, AgentError, AgentSession, TurnContext
 from turnkit.models import ModelContext
 from turnkit.sessions import InMemorySessionStore, get_current_session
 from turnkit.testing import ProgrammableModel
@@ -116,7 +116,7 @@ async def test_tool_updates_custom_state_through_the_current_session(
     )
     chat = agent.chat()
     turn = chat.send_stream("count")
-    patches = [c.chunk.custom_patch async for c in turn.stream if c.chunk.custom_patch]
+    patches = [c.raw.custom_patch async for c in turn.stream if c.raw.custom_patch]
     res = await turn.response
     assert res.custom == {"count": 2} and chat.custom == {"count": 2}
     assert len(patches) == 2
@@ -172,7 +172,11 @@ async def test_define_agent_sends_system_config_and_tools(ai: Turnkit, pm: Progr
         description="A configured agent.",
     )
     assert agent.description == "A configured agent." and ai.agent("configured") is agent
-    assert agent.metadata == {"stateManagement": "client", "abortable": False}
+    assert agent.metadata == {
+        "stateManagement": "client",
+        "abortable": False,
+        "description": "A configured agent.",
+    }
     pm.program([reply("a"), reply("b")])
     chat = agent.chat()
     await chat.send("one")
@@ -193,9 +197,10 @@ async def test_define_agent_max_turns_bounds_the_tool_loop(ai: Turnkit, pm: Prog
 
     agent = ai.define_agent(name="loop", tools=[again], max_turns=2, store=InMemorySessionStore())
     pm.handler = lambda request, ctx: calls(("again", {}, f"r{len(request.messages)}"))
-    res = await agent.chat().send("go")
-    assert res.finish_reason == "failed" and res.error is not None
-    assert res.error.status == "RESOURCE_EXHAUSTED" and "max_turns" in res.error.message
+    with pytest.raises(AgentError) as failed:
+        await agent.chat().send("go")
+    assert failed.value.response.finish_reason == "failed"
+    assert failed.value.status == "RESOURCE_EXHAUSTED" and "max_turns" in failed.value.message
     assert pm.calls == 3  # two tool rounds allowed, the third request is refused
 
 
@@ -215,11 +220,12 @@ async def test_state_schema_rejects_invalid_update_during_a_turn(ai: Turnkit, pm
     )
     chat = agent.chat()
     good = await chat.send("seven")
-    assert good.custom == {"count": 7}  # coerced and stored in JSON form
-    bad = await chat.send("bad")
-    assert bad.finish_reason == "failed" and bad.error is not None
-    assert bad.error.status == "INVALID_ARGUMENT" and "invalid custom state" in bad.error.message
-    assert bad.snapshot_id == good.snapshot_id
+    assert good.session_state.custom == {"count": 7}  # coerced and stored in JSON form
+    with pytest.raises(AgentError) as bad:
+        await chat.send("bad")
+    assert bad.value.response.finish_reason == "failed"
+    assert bad.value.status == "INVALID_ARGUMENT" and "invalid custom state" in bad.value.message
+    assert bad.value.snapshot_id == good.snapshot_id
     snap = await agent.get_snapshot(session_id=good.session_id)
     assert snap is not None and snap.state is not None and snap.state.custom == {"count": 7}
 
@@ -229,14 +235,14 @@ async def test_state_schema_rejects_invalid_client_state(ai: Turnkit, pm: Progra
     for name, schema in (("pydantic", Counter), ("jsonschema", json_schema)):
         agent = ai.define_agent(name=name, state_schema=schema)
         with pytest.raises(TurnkitError) as err:
-            await agent.chat(state={"custom": {"count": "many"}}).send("hi")
+            await agent.chat(state={"count": "many"}).send("hi")
         assert err.value.status == "INVALID_ARGUMENT", name
         with pytest.raises(TurnkitError) as err:
             await agent.stream_bidi({"state": {"custom": {"count": []}}})
         assert err.value.status == "INVALID_ARGUMENT", name
     assert pm.calls == 0
     pm.program([reply("fine")])
-    res = await ai.agent("jsonschema").chat(state={"custom": {"count": 1}}).send("hi")
+    res = await ai.agent("jsonschema").chat(state={"count": 1}).send("hi")
     assert res.finish_reason == "stop" and res.custom == {"count": 1}
 
 
@@ -282,7 +288,7 @@ async def test_state_transform_shapes_output_state_and_snapshots(ai: Turnkit) ->
 async def test_state_transform_also_shapes_streamed_custom_patches(ai: Turnkit) -> None:
     agent = secret_agent(ai, InMemorySessionStore(), "server")
     turn = agent.chat().send_stream("hi")
-    streamed = [c.chunk.to_wire() async for c in turn.stream]
+    streamed = [c.raw.to_wire() async for c in turn.stream]
     await turn.response
     assert "s3cr3t" not in str(streamed)
 
@@ -342,9 +348,10 @@ async def test_prompt_agent_with_missing_prompt_fails_the_turn_naming_it(
     ai: Turnkit, pm: ProgrammableModel
 ) -> None:
     agent = ai.define_prompt_agent(name="lost", prompt="nowhere", store=InMemorySessionStore())
-    res = await agent.chat().send("hi")
-    assert res.finish_reason == "failed" and res.error is not None
-    assert res.error.status == "NOT_FOUND" and "nowhere" in res.error.message
+    with pytest.raises(AgentError) as failed:
+        await agent.chat().send("hi")
+    assert failed.value.response.finish_reason == "failed"
+    assert failed.value.status == "NOT_FOUND" and "nowhere" in failed.value.message
     assert pm.calls == 0
 
 
@@ -855,3 +862,117 @@ async def test_two_chats_continuing_one_session_concurrently_line_up(
     assert texts(second.state.messages) == ["base", "base", "one", "re: one", "two", "re: two"]  # type: ignore[union-attr]
     latest = await agent.get_snapshot(session_id=base.session_id)
     assert latest is not None and latest.snapshot_id == r2.snapshot_id
+
+
+# --- turn handlers taking one argument or two -----------------------------------------------------
+
+
+async def test_handle_turn_may_take_only_the_input(ai: Turnkit) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    async def fn(sess: AgentSession[Any], ctx: AgentContext) -> Any:
+        async def one(inp: AgentInput) -> None:
+            seen.append(("one", inp.message.text if inp.message else None))
+            await sess.add_messages(model("from one"))
+
+        async def with_default(inp: AgentInput, turn: TurnContext | None = None) -> None:
+            seen.append(("default", turn.turn_index if turn else None))
+            await sess.add_messages(model("from default"))
+
+        await sess.run(one if ctx.context.get("which") == "one" else with_default)
+        return await sess.result()
+
+    agent = ai.define_custom_agent(name="handlers", fn=fn, store=InMemorySessionStore())
+    first = await agent.run({}, [user("hi")], context={"which": "one"})
+    second = await agent.run({"snapshotId": first.snapshot_id}, [user("again")], context={"which": "two"})
+
+    # One parameter: called with the input alone. A second parameter (even with a default): the turn.
+    assert seen == [("one", "hi"), ("default", 0)]
+    assert first.message is not None and first.message.text == "from one"
+    assert second.message is not None and second.message.text == "from default"
+
+
+async def test_handle_turn_taking_no_input_fails_naming_the_handler(ai: Turnkit) -> None:
+    async def fn(sess: AgentSession[Any], ctx: AgentContext) -> Any:
+        async def nothing() -> None:
+            raise AssertionError("never called")
+
+        await sess.run(nothing)  # type: ignore[arg-type]
+        return None
+
+    agent = ai.define_custom_agent(name="noInput", fn=fn)
+    out = await agent.run({}, [user("hi")])
+    assert out.finish_reason == "failed" and out.error is not None
+    assert out.error.status == "INVALID_ARGUMENT" and "'nothing'" in out.error.message
+
+
+# --- leaving no task behind -----------------------------------------------------------------------
+
+
+async def test_cancel_and_wait_outlasts_a_task_that_swallows_its_cancel() -> None:
+    from turnkit.agents._runner import cancel_and_wait
+
+    swallowed = asyncio.Event()
+    ended = asyncio.Event()
+
+    async def stubborn() -> None:
+        # As `asyncio.wait_for` does on Python 3.11 when its wait ends as the cancel arrives.
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()
+        try:
+            await asyncio.Event().wait()  # goes on waiting, as the abort watcher used to idle
+        finally:
+            ended.set()
+
+    task = asyncio.ensure_future(stubborn())
+    await asyncio.sleep(0)  # let it reach its first wait
+    await cancel_and_wait(task)
+    assert swallowed.is_set() and ended.is_set() and task.cancelled()
+
+
+async def test_detached_turn_leaves_no_runtime_task_behind(ai: Turnkit) -> None:
+    agent = echo_agent(ai, InMemorySessionStore())
+    before = asyncio.all_tasks()
+    conn = await agent.stream_bidi()
+    await conn.send(user("hi").model_copy(update={"detach": True}))
+    out = await conn.output()
+    assert out.finish_reason == "detached"
+    main = conn._task  # the invocation: it ends once the background turn is recorded
+    await asyncio.wait_for(main, 5)
+    left = {t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()}
+    assert not left, left
+    snap = await agent.get_snapshot(out.snapshot_id)
+    assert snap is not None and snap.status == "completed"
+
+
+async def test_heartbeat_stops_when_the_store_swallows_its_cancel() -> None:
+    from turnkit.agents._snapshots import heartbeat, write_pending
+
+    entered = asyncio.Event()
+
+    class SwallowingStore(InMemorySessionStore):
+        """Drops one cancellation inside `save_snapshot`, as `asyncio.wait_for` can on Python 3.11."""
+
+        async def save_snapshot(self, snapshot_id: str, fn: Any, *, context: Any = None) -> Any:
+            if entered.is_set():  # the beat after the swallowed cancel would wait forever
+                await asyncio.Event().wait()
+            entered.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+            return await super().save_snapshot(snapshot_id, fn, context=context)
+
+    store = SwallowingStore()
+    await write_pending(
+        InMemorySessionStore(backend=store.backend),
+        snapshot_id="s1",
+        parent_id=None,
+        state=SessionState(session_id="x"),
+        context={},
+    )
+    beat = asyncio.ensure_future(heartbeat(store, "s1", 0, {}))
+    await entered.wait()
+    beat.cancel()
+    await asyncio.wait_for(beat, 2)  # it returns instead of beating on
+    assert beat.done() and not beat.cancelled()

@@ -22,9 +22,11 @@ import pytest
 from test_store_contract import HOSTILE_IDS, T0, msg, put, snap, turn
 from turnkit.errors import TurnkitError
 from turnkit.sessions import FileSessionStore
-from turnkit.sessions import file as file_module
-from turnkit.sessions.file import FileBackend, encode_name
-from turnkit.sessions.journal import CHAIN, JOURNAL_FORMAT_VERSION, MAGIC, Journal, _frame, _string, _uvarint
+from turnkit.sessions import _file as file_module
+from turnkit.sessions._file import FileBackend, encode_name
+from turnkit.sessions._journal import CHAIN, JOURNAL_FORMAT_VERSION, MAGIC
+from turnkit.sessions._journal_format import check_header, encode_frame, encode_string, uvarint
+from turnkit.sessions._worker import WorkerThread
 from turnkit.types import Message, SessionSnapshot, SessionState
 
 ENCODED = r"(b[a-z2-7]+|h[0-9a-f]{64})"
@@ -121,8 +123,8 @@ async def test_record_format_and_revisions(tmp_path: Path) -> None:
 
 def rewrite_header(path: Path, *, magic: bytes = MAGIC, version: int = JOURNAL_FORMAT_VERSION) -> None:
     data = path.read_bytes()
-    end = Journal(path.parent, path.stem, "", fsync=False, compact_min_bytes=1 << 20)._check_header(data)
-    head = magic + _uvarint(version) + _string("")
+    end = check_header(data, path.name, "")
+    head = magic + uvarint(version) + encode_string("")
     path.write_bytes(head + zlib.crc32(head).to_bytes(4, "little") + data[end:])
 
 
@@ -212,7 +214,7 @@ async def test_a_whole_frame_this_code_cannot_read_is_never_cut(tmp_path: Path) 
     await put(store, snap("a"))
     path = journal_path(tmp_path)
     with path.open("ab") as f:
-        f.write(_frame(b"\x63 from a newer turnkit"))
+        f.write(encode_frame(b"\x63 from a newer turnkit"))
     size = path.stat().st_size
     for attempt in (lambda s: s.get_snapshot(snapshot_id="a"), lambda s: put(s, snap("b"))):
         with pytest.raises(TurnkitError) as err:
@@ -276,13 +278,13 @@ async def test_a_hot_turn_takes_two_hops_and_reads_take_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hops: list[str] = []
-    run = file_module._Worker.run
+    submit = WorkerThread.submit
 
     def counting(self: Any, fn: Any, *args: Any) -> Any:
         hops.append(fn.__name__)
-        return run(self, fn, *args)
+        return submit(self, fn, *args)
 
-    monkeypatch.setattr(file_module._Worker, "run", counting)
+    monkeypatch.setattr(WorkerThread, "submit", counting)
     store = FileSessionStore(tmp_path)
     turns = short_turns(20)
     for snapshot, _ in turns[:10]:
@@ -535,7 +537,7 @@ async def test_two_processes_lose_no_update(tmp_path: Path) -> None:
 COMPACTOR = textwrap.dedent(
     """
     import asyncio, sys
-    from turnkit.sessions.file import FileBackend
+    from turnkit.sessions._file import FileBackend
 
     async def main():
         backend = FileBackend(sys.argv[1], compact_min_bytes=2048)

@@ -9,8 +9,8 @@ import pytest
 from pydantic import BaseModel
 
 from turnkit import Turnkit, TurnkitError
+from turnkit._tools import ToolContext
 from turnkit.testing import ProgrammableModel
-from turnkit.tools import ToolContext
 from turnkit.types import Message, ModelResponseChunk, Part
 
 

@@ -16,8 +16,9 @@ from starlette.routing import Route
 
 from http_support import DemoApp, demo_app, serve_async, text_reply, tool_call
 from turnkit import TurnkitError
+from turnkit.agents import AgentError
 from turnkit.http import RemoteAgent, create_app, remote_agent
-from turnkit.http.client import FrameReader, error_from_response
+from turnkit.http._wire import FrameReader, error_from_response
 from turnkit.models import ModelContext
 from turnkit.types import ModelRequest, ModelResponseChunk, Part
 
@@ -95,11 +96,11 @@ async def test_client_managed_state_round_trip(
     for agent in (declared, inferred):
         chat = agent.chat()
         await chat.send("one")
-        assert chat.transport.state_management == "client" and chat.state is not None
+        assert chat.transport.state_management == "client" and chat.state == {"count": 1}
         second = await chat.send("two")
-        assert second.text == "count 2" and second.custom == {"count": 2}
+        assert second.text == "count 2" and second.state == {"count": 2}
         assert [m.text for m in second.messages] == ["one", "count 1", "two", "count 2"]
-        resumed = agent.chat(state=second.state)
+        resumed = agent.chat(session_state=second.session_state)
         assert (await resumed.send("three")).text == "count 3"
     await declared.aclose()
 
@@ -107,7 +108,6 @@ async def test_client_managed_state_round_trip(
 async def test_detach_poll_wait_and_abort(demo: tuple[DemoApp, str], agents: dict[str, RemoteAgent]) -> None:
     app, _ = demo
     task = await agents["blocking"].chat().detach("work")
-    assert task.output.finish_reason == "detached"
     polled = await task.poll()
     assert polled is not None and polled.status == "pending"
     assert await task.abort() == "pending"
@@ -154,16 +154,14 @@ async def test_interrupt_respond_and_restart(
 async def test_failed_turn_and_misuse(demo: tuple[DemoApp, str], agents: dict[str, RemoteAgent]) -> None:
     app, url = demo
     app.pm.program([tool_call("explode")])
-    failed = await agents["stateless"].chat().send("boom")
-    assert failed.finish_reason == "failed" and failed.error is not None
-    assert (failed.error.status, failed.error.message) == ("INTERNAL", "internal error")
-    with pytest.raises(TurnkitError) as caught:
-        failed.assert_valid()
-    assert caught.value.status == "INTERNAL"
+    with pytest.raises(AgentError) as failure:
+        await agents["stateless"].chat().send("boom")
+    assert (failure.value.status, failure.value.message) == ("INTERNAL", "internal error")
+    assert failure.value.response.finish_reason == "failed"
 
     wrong = remote_agent(f"{url}/agents/chat", state_management="client")  # it is server-managed
     with pytest.raises(TurnkitError) as caught:
-        await wrong.chat(state={"messages": []}).send("x")
+        await wrong.chat(session_state={"messages": []}).send("x")
     assert caught.value.status == "FAILED_PRECONDITION" and "state" in caught.value.message
     with pytest.raises(TurnkitError) as caught:
         await agents["chat"].chat(snapshot_id="nope").send("x")
@@ -226,8 +224,8 @@ async def test_headers_auth_and_tenants() -> None:
             remote_agent(url) as anonymous,
         ):
             response = await acme.chat().send("x")
-            assert calls == 1 and response.snapshot_id
-            assert await acme.get_snapshot(response.snapshot_id) is not None and calls == 2
+            assert calls == 2 and response.snapshot_id  # the turn, then the state it left
+            assert await acme.get_snapshot(response.snapshot_id) is not None and calls == 3
             assert await evil.get_snapshot(response.snapshot_id) is None
             with pytest.raises(TurnkitError) as caught:
                 await evil.load_chat(snapshot_id=response.snapshot_id)

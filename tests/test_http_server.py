@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -603,95 +597,3 @@ async def test_mounted_under_a_prefix() -> None:
         error_of(await http.post("/api/v1/agents/nobody", json={"data": {}}), 404, "NOT_FOUND")
         doc = (await http.get("/api/v1/openapi.json")).json()
         assert doc["servers"] == [{"url": "/api/v1"}]
-
-
-# --- turnkit serve ------------------------------------------------------------------------------
-
-APP_FILE = """
-from turnkit import Turnkit
-from turnkit.testing import define_echo_model
-
-ai = Turnkit(model="echoModel")
-define_echo_model(ai)
-ai.define_agent(name="echo")
-"""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def serve_command(*args: str) -> list[str]:
-    """`turnkit serve ARGS` through `turnkit.http.serve.main` (the same code the CLI runs)."""
-    code = "import sys; from turnkit.http.serve import main; sys.exit(main(sys.argv[1:]))"
-    return [sys.executable, "-c", code, *args]
-
-
-@contextlib.contextmanager
-def serving(*args: str) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        serve_command(*args, "--port", str(port), "--log-level", "warning"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.communicate()[0].decode()
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/agents", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "turnkit serve did not come up"
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.mark.parametrize("extra", [[], ["--workers", "2"]])
-def test_serve_a_file(tmp_path: Path, extra: list[str]) -> None:
-    app_file = tmp_path / "myapp.py"
-    app_file.write_text(APP_FILE)
-    with serving(str(app_file), *extra) as url:
-        body = {"data": {"message": user("hi there")}, "init": {}}
-        result = httpx.post(f"{url}/agents/echo", json=body, timeout=10).json()["result"]
-        assert result["message"]["content"][0]["text"] == "Echo: hi there"
-
-
-def test_serve_prefers_app_then_ai(tmp_path: Path) -> None:
-    app_file = tmp_path / "both.py"
-    app_file.write_text(
-        APP_FILE
-        + "\nfrom turnkit.http import create_app\napp = create_app(ai, agents=[])\n"
-        + "other = create_app(ai)\n"
-    )
-    with serving(str(app_file)) as url:  # `app` wins over `ai`
-        assert httpx.get(f"{url}/agents").json() == {"agents": []}
-    with serving(f"{app_file}:ai") as url:
-        assert [a["name"] for a in httpx.get(f"{url}/agents").json()["agents"]] == ["echo"]
-
-
-def test_serve_reports_a_bad_target(tmp_path: Path) -> None:
-    missing = subprocess.run(
-        serve_command(str(tmp_path / "nope.py")), capture_output=True, text=True, timeout=30
-    )
-    assert missing.returncode == 2 and "no such file" in missing.stderr
-    (tmp_path / "empty.py").write_text("x = 1\n")
-    empty = subprocess.run(
-        serve_command(str(tmp_path / "empty.py")), capture_output=True, text=True, timeout=30
-    )
-    assert empty.returncode == 2 and "app or ai" in empty.stderr
-    wrong = subprocess.run(
-        serve_command(f"{tmp_path / 'empty.py'}:x"), capture_output=True, text=True, timeout=30
-    )
-    assert wrong.returncode == 2 and "neither a Turnkit app nor an ASGI app" in wrong.stderr

@@ -27,6 +27,7 @@ from interop.harness import (
     run_json,
     turnkit_server,
 )
+from turnkit.agents import AgentError
 from turnkit.http import RemoteAgent, remote_agent
 
 # --- Genkit's Python client against turnkit's server -------------------------------------------
@@ -121,6 +122,14 @@ async def test_turnkit_client_send(agent: RemoteAgent) -> None:
     assert first.snapshot_id and second.snapshot_id and first.snapshot_id != second.snapshot_id
     assert second.session_id == first.session_id == chat.session_id
     assert chat.snapshot_id == second.snapshot_id
+    # The whole session, read from Genkit's snapshot as a local chat would have it.
+    assert [m.text for m in second.messages] == [
+        "hello there",
+        "echo: hello there (turn 1)",
+        "again",
+        "echo: again (turn 2)",
+    ]
+    assert second.messages == chat.messages
 
 
 async def test_turnkit_client_send_stream(agent: RemoteAgent) -> None:
@@ -132,8 +141,8 @@ async def test_turnkit_client_send_stream(agent: RemoteAgent) -> None:
     texts = [c.text for c in chunks if c.text]
     assert len(texts) == len(text.split(" ")) and "".join(texts) == text
     assert [c.accumulated_text for c in chunks if c.text][-1] == text
-    assert chunks[-1].turn_end and chunks[-1].chunk.turn_end is not None
-    assert chunks[-1].chunk.turn_end.snapshot_id == response.snapshot_id
+    assert chunks[-1].turn_end and chunks[-1].raw.turn_end is not None
+    assert chunks[-1].raw.turn_end.snapshot_id == response.snapshot_id
 
 
 async def test_turnkit_client_get_snapshot(agent: RemoteAgent) -> None:
@@ -156,7 +165,7 @@ async def test_turnkit_client_get_snapshot(agent: RemoteAgent) -> None:
 async def test_turnkit_client_custom_state_and_artifacts(agent: RemoteAgent) -> None:
     chat = agent.chat()
     turn = chat.send_stream("state calm")
-    customs = [c.custom for c in [c async for c in turn.stream] if c.chunk.custom_patch]
+    customs = [c.custom for c in [c async for c in turn.stream] if c.raw.custom_patch]
     await turn.response
     assert customs == [{"mood": "calm"}, {"mood": "calm", "changes": 1}]
     assert chat.custom == {"mood": "calm", "changes": 1}
@@ -194,11 +203,12 @@ async def test_turnkit_client_interrupts(agent: RemoteAgent) -> None:
 async def test_turnkit_client_failed_turn(agent: RemoteAgent) -> None:
     chat = agent.chat()
     ok = await chat.send("hello")
-    failed = await chat.send("fail now")
-    assert failed.finish_reason == "failed"
-    assert failed.error is not None and failed.error.status == "UNAVAILABLE"
-    assert "scripted failure: the model is down" in failed.error.message
-    assert chat.snapshot_id == ok.snapshot_id  # still at the last good snapshot
+    with pytest.raises(AgentError) as failure:
+        await chat.send("fail now")
+    assert failure.value.response.finish_reason == "failed" and failure.value.status == "UNAVAILABLE"
+    assert "scripted failure: the model is down" in failure.value.message
+    assert chat.snapshot_id == failure.value.snapshot_id == ok.snapshot_id  # still at the last good one
+    assert [m.text for m in failure.value.response.messages] == ["hello", "echo: hello (turn 1)"]
     recovered = await chat.send("recover")
     assert recovered.text == "echo: recover (turn 2)"
 
@@ -207,7 +217,7 @@ async def test_turnkit_client_detach_poll_abort(agent: RemoteAgent) -> None:
     chat = agent.chat()
     await chat.send("hello")
     task = await chat.detach("sleep 0.3")
-    assert task.output.finish_reason == "detached" and task.snapshot_id
+    assert task.snapshot_id
     done = await task.wait(timeout=20, interval=0.05)
     assert done.status == "completed" and done.state is not None
     assert (done.state.messages or [])[-1].text == "slept 0.3"
@@ -240,7 +250,7 @@ async def test_turnkit_client_client_managed(genkit_base: str) -> None:
         first = await chat.send("state calm")
         assert first.text == 'tool said [{"mood":"calm"}]'
         assert chat.custom == {"mood": "calm", "changes": 1}
-        assert chat.state is not None and len(chat.state.messages or []) == 4
+        assert len(chat.messages) == 4
         second = await chat.send("hello")
         assert second.text == "echo: hello (turn 2)"  # Genkit's server saw the history we sent
         assert second.snapshot_id is None and chat.session_id == first.session_id

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from turnkit import Turnkit, TurnkitError, fallback, retry
+from turnkit.middleware import Fallback, Retry
 from turnkit.models import ModelContext
 from turnkit.types import Message, ModelRequest, ModelResponse, Part
 
@@ -64,7 +65,7 @@ async def test_retry_gives_up_and_skips_non_retryable() -> None:
     with pytest.raises(TurnkitError, match="INVALID_ARGUMENT"):
         await ai.generate("x", model="bad", use=[retry(sleep=Sleeps())])
     assert len(calls) == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(TurnkitError, match="max_retries"):
         retry(max_retries=-1)
 
 
@@ -90,6 +91,17 @@ async def test_fallback_does_not_hide_client_errors_and_reraises_last() -> None:
         await ai.generate("x", model="p2", use=[fallback(ai, models=["b2"])])
 
 
+async def test_a_misspelt_fallback_model_is_not_found_at_first_use() -> None:
+    ai = Turnkit()
+    primary = flaky(ai, "primary", [])
+    flaky(ai, "backup", [])
+    with pytest.raises(
+        TurnkitError, match=r"Fallback: no model named 'bakup' \(did you mean 'backup'\?\)"
+    ) as err:
+        await ai.generate("x", model="primary", use=[fallback(ai, models=["bakup", "backup"])])
+    assert err.value.status == "NOT_FOUND" and primary == []  # even though the primary would work
+
+
 async def test_retry_inside_fallback_composes() -> None:
     ai = Turnkit()
     flaky(ai, "primary", [TurnkitError("UNAVAILABLE", "x")] * 10)
@@ -97,3 +109,42 @@ async def test_retry_inside_fallback_composes() -> None:
     mws: list[Any] = [fallback(ai, models=["backup"]), retry(max_retries=2, sleep=Sleeps())]
     res = await ai.generate("x", model="primary", use=mws)
     assert res.text == "backup"
+
+
+async def test_retry_and_fallback_classes_take_genkits_spelling() -> None:
+    ai = Turnkit()
+    calls = flaky(ai, "m", [TurnkitError("UNAVAILABLE", "down")] * 2)
+    sleeps = Sleeps()
+    mw = Retry(
+        max_retries=2, initial_delay_ms=100, max_delay_ms=150, backoff_factor=3, no_jitter=True, sleep=sleeps
+    )
+    assert (await ai.generate("x", model="m", use=[mw])).text == "m"
+    assert len(calls) == 3 and sleeps.delays == [0.1, 0.15]
+    flaky(ai, "primary", [TurnkitError("UNAVAILABLE", "down")])
+    flaky(ai, "backup", [])
+    assert (await ai.generate("x", model="primary", use=[Fallback(models=["backup"])])).text == "backup"
+
+
+async def test_retry_waits_as_long_as_the_provider_asks() -> None:
+    ai = Turnkit()
+    quota = TurnkitError("RESOURCE_EXHAUSTED", "quota", details={"retryAfter": 2.5})
+    flaky(ai, "m", [quota])
+    sleeps = Sleeps()
+    await ai.generate("x", model="m", use=[retry(max_retries=1, max_delay=5, sleep=sleeps)])
+    assert sleeps.delays == [2.5]
+    flaky(ai, "m2", [TurnkitError("RESOURCE_EXHAUSTED", "quota", details={"retryAfter": 60})])
+    with pytest.raises(TurnkitError, match="quota"):  # longer than max_delay: not retried
+        await ai.generate("x", model="m2", use=[retry(max_retries=1, max_delay=5, sleep=sleeps)])
+
+
+async def test_standard_middleware_by_name_with_config() -> None:
+    ai = Turnkit()
+    flaky(ai, "primary", [TurnkitError("UNAVAILABLE", "down")])
+    flaky(ai, "backup", [])
+    res = await ai.generate(
+        "x", model="primary", use=[{"name": "fallback", "config": {"models": ["backup"]}}]
+    )
+    assert res.text == "backup"
+    with pytest.raises(TurnkitError) as err:
+        Fallback(models="backup")
+    assert err.value.status == "INVALID_ARGUMENT" and "models" in err.value.message

@@ -27,7 +27,9 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from model_checks import check_tool_loop
+from provider_servers import Events, ProviderServer, serve
 from turnkit import Turnkit, TurnkitError
+from turnkit.middleware import retry
 from turnkit.models import Model, ModelContext
 from turnkit.models.llamacpp import default_model_path
 from turnkit.models.openai_compat import (
@@ -199,13 +201,57 @@ def test_http_errors_map_to_statuses(code: int, status: str) -> None:
     exc = openai.APIStatusError("nope", response=response, body=None)
     err = to_turnkit_error(exc)
     assert (err.status, err.details) == (status, {"httpStatus": code})
-    assert err.public == (code == 400)
+    assert err.public == (status == "INVALID_ARGUMENT")  # only the caller's own input errors are shown
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [
+        ({"retry-after": "3"}, 3.0),
+        ({"retry-after-ms": "250"}, 0.25),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_rate_limits_carry_the_wait_the_server_asked_for(headers: dict[str, str], wait: float | None) -> None:
+    request = sdk_http.Request("POST", "http://server/v1/chat/completions")
+    response = sdk_http.Response(429, request=request, headers=headers, json={"error": {"message": "slow"}})
+    err = to_turnkit_error(openai.RateLimitError("slow", response=response, body=None))
+    assert err.status == "RESOURCE_EXHAUSTED" and err.details.get("retryAfter") == wait
 
 
 def test_transport_errors_map_to_statuses() -> None:
     request = sdk_http.Request("POST", "http://server/v1/chat/completions")
     assert to_turnkit_error(openai.APITimeoutError(request)).status == "DEADLINE_EXCEEDED"
     assert to_turnkit_error(openai.APIConnectionError(request=request)).status == "UNAVAILABLE"
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[ProviderServer]:
+    yield from serve()
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        ({"message": "slow down", "type": "rate_limit", "code": 429}, "RESOURCE_EXHAUSTED"),
+        ({"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}, "RESOURCE_EXHAUSTED"),
+        ({"message": "slow down", "type": "server_error", "code": None}, "UNAVAILABLE"),
+        (
+            {"message": "slow down", "type": "invalid_request_error", "code": "context_length_exceeded"},
+            "INVALID_ARGUMENT",
+        ),
+        ({"message": "slow down"}, "UNKNOWN"),
+    ],
+)
+async def test_an_error_chunk_inside_the_stream_maps_its_code(
+    provider: ProviderServer, error: dict[str, Any], status: str
+) -> None:
+    provider.script(Events([(None, {"error": error})]))  # after a 200: the SDK raises a plain APIError
+    plugin = OpenAICompat("srv", base_url=provider.url + "/v1", api_key="k", max_retries=0)
+    with pytest.raises(TurnkitError) as err:
+        await plugin.model("m")(ModelRequest(messages=[user("x")]), ModelContext(lambda c: None))
+    assert err.value.status == status and "slow down" in err.value.message
 
 
 # --- a scripted client: request building and stream assembly -------------------------------------
@@ -232,7 +278,12 @@ class ScriptedClient:
     def __init__(self, result: Any) -> None:
         self.result = result
         self.calls: list[dict[str, Any]] = []
+        self.options: list[dict[str, Any]] = []
         self.chat = SimpleNamespace(completions=self)
+
+    def with_options(self, **options: Any) -> ScriptedClient:
+        self.options.append(options)
+        return self
 
     async def create(self, **kwargs: Any) -> Any:
         self.calls.append(kwargs)
@@ -344,6 +395,36 @@ async def test_stream_assembles_text_and_fragmented_tool_calls() -> None:
     assert resp.usage is not None and resp.usage.total_tokens == 11
 
 
+async def test_sdk_retries_are_off_under_the_retry_middleware() -> None:
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
+            ],
+        }
+    )
+    model, client = scripted_model(completion)
+    await model(ModelRequest(messages=[user("hi")]), ModelContext())
+    assert client.options == []  # no middleware: the SDK's own retries apply
+    ai = Turnkit(model="test/m")
+    ai.define_model(name="test/m", fn=model.fn, info=MODEL_INFO)
+    await ai.generate(prompt="hi", use=[retry()])
+    assert client.options == [{"max_retries": 0}]
+
+
+def test_any_model_id_resolves_under_the_plugins_name() -> None:
+    ai = Turnkit(plugins=[OpenAICompat("ollama", client=ScriptedClient(None), models=["llama3.2"])])
+    assert ai.registry.get("model", "ollama/llama3.2") is not None  # listed: registered up front
+    assert "ollama/qwen3" not in ai.registry.names("model")
+    found = ai.registry.get("model", "ollama/qwen3")  # any other id: created on first lookup
+    assert found is not None and found.fn.model_id == "qwen3"
+    assert ai.registry.get("model", "other/qwen3") is None
+
+
 async def test_docs_join_the_system_message() -> None:
     completion = ChatCompletion.model_validate(
         {
@@ -390,7 +471,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a llama_cpp.server serving SmolLM2, started once for the module."""
     port = free_port()
     log_path: Path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path())]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).parent / "llama_server.py"),
+        "--model",
+        str(default_model_path()),
+    ]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -9,9 +9,9 @@ import pytest
 from pydantic import BaseModel
 
 from turnkit import Turnkit, TurnkitError
+from turnkit._prompts import GenerateOptions, define_helper, define_partial, define_schema
 from turnkit.middleware import Next
 from turnkit.models import ModelContext
-from turnkit.prompts import GenerateOptions, define_helper, define_partial, define_schema
 from turnkit.testing import ProgrammableModel, define_programmable_model
 from turnkit.types import Media, Message, ModelRequest, ModelResponse, Part, ToolDefinition
 
@@ -125,7 +125,7 @@ async def test_messages_template_with_roles_and_history(ai: Turnkit, pm: Program
         messages='{{role "user"}}cat{{role "model"}}{{#if (eq lang "fr")}}chat{{else}}Katze{{/if}}',
         prompt="{{word}}",
     )
-    define_helper(ai, "eq", lambda params, options: params[0] == params[1])
+    define_helper(ai.registry, "eq", lambda params, options: params[0] == params[1])
     await p({"lang": "fr", "word": "dog"})
     assert roles(pm.requests[0]) == ["system", "user", "model", "user"]
     assert texts(pm.requests[0]) == ["Translate to fr.", "cat", "chat", "dog"]
@@ -255,8 +255,8 @@ class Dish(BaseModel):
 
 
 async def test_named_schemas_give_pydantic_output(files: Turnkit, pm: ProgrammableModel) -> None:
-    define_schema(files, "DishRequest", DishRequest)
-    define_schema(files, "Dish", Dish)
+    define_schema(files.registry, "DishRequest", DishRequest)
+    define_schema(files.registry, "Dish", Dish)
     pm.responses = [reply('{"name": "Pho", "calories": 450}')]
     response = await files.prompt("dish")({"name": "pho"})
     assert response.output == Dish(name="Pho", calories=450)
@@ -276,7 +276,7 @@ async def test_unknown_schema_name_is_a_clear_error(files: Turnkit) -> None:
 async def test_partials(files: Turnkit) -> None:
     rendered = await files.prompt("letter").render({"recipient": "Bo", "sender": "Ada"})
     assert [m.text.strip() for m in rendered.messages] == ["Dear Bo, thank you.\nBest regards,\nAda"]
-    define_partial(files, "signature", "-- {{sender}}")  # a redefinition takes effect
+    define_partial(files.registry, "signature", "-- {{sender}}")  # a redefinition takes effect
     rendered = await files.prompt("letter").render({"recipient": "Bo", "sender": "Ada"})
     assert rendered.messages[0].text.strip() == "Dear Bo, thank you.\n-- Ada"
     assert files.registry.get("partial", "signature") == "-- {{sender}}"
@@ -354,7 +354,7 @@ async def test_stream(files: Turnkit, pm: ProgrammableModel) -> None:
     assert response.text == "Hello Ada"
     assert texts(pm.requests[0])[1] == "Say hello to Ada."
     with pytest.raises(TypeError):
-        files.prompt("greeting").stream({"name": "Ada"}, on_chunk=print)
+        files.prompt("greeting").stream({"name": "Ada"}, on_chunk=print)  # type: ignore[call-arg]
 
 
 # --- errors ---------------------------------------------------------------------------------------

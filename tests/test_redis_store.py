@@ -221,7 +221,7 @@ async def test_hostile_ids_round_trip_exactly_through_the_backend(
             assert not await backend.try_lease(tenant, i, "someone else", 30)
     # One key per (kind, tenant, id): nothing collided, and every key has the layout's shape.
     keys = keys_of(store)
-    assert len(keys) == 4 * len(TENANTS) * len(ids) + 1
+    assert len(keys) == 4 * len(TENANTS) * len(ids) + 1 + len(TENANTS)  # + each tenant's session index
     assert all(k.count(b":") - store.prefix.count(":") == 2 for k in keys)
 
 
@@ -523,7 +523,7 @@ async def test_close_and_async_with_release_every_connection(prefix: str) -> Non
         statuses = store.watch_status("c")
         assert await next_status(statuses) == "pending"
         await until(lambda: len(clients_named(name)) >= 2)  # commands, and the pub/sub listener
-    assert store._notifier._task is None
+    assert store.changes._task is None
     await until(lambda: clients_named(name) == [])
 
     # A client passed in stays the caller's: close() stops only the listener.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pty
 import re
 import select
 import signal
@@ -25,11 +26,13 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "assistant.py"
 TARGET = f"{EXAMPLE}:assistant"
 ID = r"[0-9a-f-]{36}"
 
-# An app with two agents: `helper` (in-memory store, an approval tool) and `scratch` (no store).
-# Its model answers "you said X"; "fail" fails the turn; "slow" streams a chunk, then waits.
+# An app with two agents: `helper` (in-memory store, an approval tool written as the README teaches:
+# it interrupts unless restarted) and `scratch` (no store). Its model answers "you said X"; "fail"
+# fails the turn; "slow" streams a chunk, then waits; "delete X" calls the tool, whose output it repeats.
 TEST_APP = '''
 import asyncio
-from turnkit import Interrupt, ModelResponseChunk, Part, Turnkit, TurnkitError
+import json
+from turnkit import ModelResponseChunk, Part, ToolContext, Turnkit, TurnkitError
 from turnkit.sessions import InMemorySessionStore
 from turnkit.testing import define_programmable_model
 
@@ -38,16 +41,18 @@ pm = define_programmable_model(ai)
 
 
 @ai.tool()
-def delete_file(path: str) -> str:
+def delete_file(path: str, ctx: ToolContext) -> str:
     """Delete a file, after asking the user."""
-    raise Interrupt({"question": f"delete {path}?"})
+    if not ctx.resumed:
+        ctx.interrupt({"question": f"delete {path}?"})
+    return f"deleted {path} (resumed with {json.dumps(ctx.resumed)})"
 
 
 async def answer(request, ctx):
     last = request.messages[-1]
     if last.role == "tool":
         output = last.content[0].tool_response.output
-        return {"message": {"role": "model", "content": [{"text": f"approved={output['approved']}"}]}}
+        return {"message": {"role": "model", "content": [{"text": f"tool said {json.dumps(output)}"}]}}
     text = last.text
     if text == "fail":
         raise TurnkitError("UNAVAILABLE", "the model is down")
@@ -185,9 +190,9 @@ async def test_tools_record_cities_and_calculations_in_custom_state(example: Mod
     ]
     chat = example.assistant.chat()
     first = await chat.send("Weather in Oslo?")
-    assert first.text == "Cold." and first.custom == {"cities": ["Oslo"], "calculations": 0}
+    assert first.text == "Cold." and first.session_state.custom == {"cities": ["Oslo"], "calculations": 0}
     second = await chat.send("6 times 7?")
-    assert second.custom == {"cities": ["Oslo"], "calculations": 1}
+    assert second.session_state.custom == {"cities": ["Oslo"], "calculations": 1}
     tool_message = second.messages[-2]
     assert tool_message.role == "tool"
     assert tool_message.content[0].tool_response is not None
@@ -316,18 +321,21 @@ def test_failed_turns_are_printed_and_the_repl_goes_on(tmp_path: Path, test_app:
     assert "Traceback" not in out.stdout + out.stderr
 
 
-def test_interrupts_ask_and_answer(tmp_path: Path, test_app: Path) -> None:
-    stdin = "delete notes.txt\nmaybe\ny\ndelete keep.txt\nn\n"
+def test_interrupts_ask_and_answer_as_the_readme_teaches(tmp_path: Path, test_app: Path) -> None:
+    """y restarts the tool (`ctx.resumed == {"approved": true}`), so it runs for real; n answers the
+    call with a denial, which the model reads as the tool's output."""
+    stdin = "delete notes.txt\nmaybe\ny\ndelete keep.txt\nn\n/state\n"
     out = chat(f"{test_app}:helper", stdin=stdin, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     body = out.stdout.split("/quit to leave\n", 1)[1]
-    assert body == (
+    assert body.startswith(
         'the agent wants to run delete_file {"path": "notes.txt"} ({"question": "delete notes.txt?"})\n'
         "please answer y or n\n"
-        "approved=True\n"
+        'tool said "deleted notes.txt (resumed with {\\"approved\\": true})"\n'
         'the agent wants to run delete_file {"path": "keep.txt"} ({"question": "delete keep.txt?"})\n'
-        "approved=False\n"
-    )
+        'tool said {"approved": false, "reason": "denied by the user"}\n'
+    ), body
+    assert "messages  8\n" in body  # user, model (call), tool, model for each of the two turns
 
 
 def test_ctrl_c_stops_a_streaming_answer_and_the_repl_goes_on(tmp_path: Path, test_app: Path) -> None:
@@ -402,3 +410,140 @@ def test_chat_with_the_local_model(tmp_path: Path) -> None:
     answer = out.stdout.split("/quit to leave\n", 1)[1]
     assert answer.strip() and answer.endswith("\n")
     assert "error" not in answer and "(no answer)" not in answer
+
+
+# --- FILE.py without :NAME, "did you mean" -------------------------------------------------------
+
+
+def test_a_file_alone_names_its_only_agent_or_lists_them(tmp_path: Path, test_app: Path) -> None:
+    one = tmp_path / "one_agent.py"
+    one.write_text(
+        "from turnkit import Turnkit\nfrom turnkit.testing import define_echo_model\n"
+        'ai = Turnkit(model="echoModel")\ndefine_echo_model(ai)\nsolo = ai.define_agent(name="solo")\n'
+    )
+    out = chat(str(one), stdin="hi\n", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "talking to solo:" in out.stdout and out.stdout.endswith("Echo: hi\n")
+    several = chat(str(test_app), cwd=tmp_path)
+    assert several.returncode == 2
+    assert (
+        f"{test_app} defines several agents: helper, scratch; pick one with {test_app}:NAME" in several.stderr
+    )
+    picked = chat(str(test_app), "--agent", "helper", stdin="hi\n", cwd=tmp_path)
+    assert picked.returncode == 0 and picked.stdout.endswith("you said hi\n")
+    none = tmp_path / "no_agents.py"
+    none.write_text("x = 1\n")
+    empty = chat(str(none), cwd=tmp_path)
+    assert empty.returncode == 2 and "defines no agent" in empty.stderr
+
+
+def test_unknown_agents_models_and_attributes_get_a_did_you_mean(tmp_path: Path, test_app: Path) -> None:
+    agent = chat(f"{test_app}:ai", "--agent", "helpr", cwd=tmp_path)
+    assert agent.returncode == 2
+    assert "no agent 'helpr' (did you mean 'helper'?); the app defines: helper, scratch" in agent.stderr
+    in_file = chat(str(test_app), "--agent", "scrach", cwd=tmp_path)
+    assert in_file.returncode == 2 and "did you mean 'scratch'?" in in_file.stderr
+    attribute = chat(f"{test_app}:helpr", cwd=tmp_path)
+    assert (
+        attribute.returncode == 2 and "has no attribute 'helpr' (did you mean 'helper'?)" in attribute.stderr
+    )
+    model = chat(TARGET, "--model", "echomodel", cwd=tmp_path)
+    assert model.returncode == 2 and "unknown model 'echomodel' (did you mean 'echoModel'?)" in model.stderr
+
+
+# --- a real terminal: colour, line editing, history ----------------------------------------------
+
+SGR = re.compile(r"\x1b\[[0-9;]*m")  # colour codes (readline's own mode switches are not colours)
+
+
+class Terminal:
+    """`turnkit chat ARGS` on a pseudo-terminal: type keys, wait for text to appear."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [TURNKIT, "chat", *args], stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env
+        )
+        os.close(slave)
+        self.seen = b""
+        self.transcript = ""  # everything read so far
+
+    def expect(self, text: str, timeout: float = 60) -> None:
+        """Read until `text` has appeared since the last `expect`."""
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.seen:
+            assert time.monotonic() < deadline, f"{text!r} never came: {self.seen!r}"
+            if select.select([self.master], [], [], 0.1)[0]:
+                try:
+                    self.seen += os.read(self.master, 4096)
+                except OSError:  # the process ended and closed the terminal
+                    break
+        assert text.encode() in self.seen, self.seen
+        self.transcript += self.seen.decode(errors="replace")
+        self.seen = self.seen.split(text.encode(), 1)[1]
+
+    def type(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def close(self) -> int:
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            self.proc.kill()
+            os.close(self.master)
+
+
+def terminal_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("TURNKIT_MODEL", "NO_COLOR")}
+    return {
+        **base,
+        "TERM": "xterm",
+        "HOME": str(tmp_path),
+        "TURNKIT_SESSIONS_DIR": str(tmp_path / "sessions"),
+        "TURNKIT_HISTORY_FILE": str(tmp_path / "history"),
+        **extra,
+    }
+
+
+def test_colour_on_a_terminal_and_none_with_no_color(tmp_path: Path, test_app: Path) -> None:
+    term = Terminal([f"{test_app}:helper"], tmp_path, terminal_env(tmp_path))
+    term.expect("you> ")
+    term.type("fail\r")
+    term.expect("the model is down")
+    term.expect("you> ")
+    term.type("\x04")  # Ctrl-D
+    assert term.close() == 0
+    assert "\x1b[31merror (UNAVAILABLE): the model is down\x1b[0m" in term.transcript
+    assert "\x1b[1;32myou> \x1b[0m" in term.transcript and "\x1b[2mnew session " in term.transcript
+
+    plain = Terminal([f"{test_app}:helper"], tmp_path, terminal_env(tmp_path, NO_COLOR="1"))
+    plain.expect("you> ")
+    plain.type("fail\r")
+    plain.expect("you> ")
+    plain.type("\x04")
+    assert plain.close() == 0
+    assert "error (UNAVAILABLE): the model is down" in plain.transcript
+    assert not SGR.search(plain.transcript), plain.transcript
+
+
+def test_line_editing_and_history_across_runs(tmp_path: Path) -> None:
+    env = terminal_env(tmp_path, NO_COLOR="1")
+    first = Terminal([TARGET, "--model", "echoModel"], tmp_path, env)
+    first.expect("you> ")
+    first.type("helo\x1b[Dl\r")  # left arrow, then insert the missing letter
+    first.expect("Echo: hello")
+    first.expect("you> ")
+    first.type("second line\r")
+    first.expect("Echo: second line")
+    first.expect("you> ")
+    first.type("/quit\r")
+    assert first.close() == 0
+    assert (tmp_path / "history").read_text().splitlines()[-3:] == ["hello", "second line", "/quit"]
+
+    again = Terminal([TARGET, "--model", "echoModel"], tmp_path, env)
+    again.expect("you> ")
+    again.type("\x1b[A\x1b[A\x1b[A\r")  # up three times: "hello" from the last run
+    again.expect("Echo: hello")
+    again.expect("you> ")
+    again.type("\x04")
+    assert again.close() == 0

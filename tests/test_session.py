@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import pytest
 from pydantic import BaseModel, Field
@@ -124,20 +124,67 @@ class TodoState(BaseModel):
     next_id: int = Field(default=1, alias="nextId")
 
 
-async def test_pydantic_schema_validates_and_keeps_json_form() -> None:
+async def test_pydantic_schema_types_the_state_and_keeps_its_json_form() -> None:
     session = Session(state_schema=TodoState)
+    assert await session.get_custom() == TodoState()  # unset reads as the defaults
+    assert session.to_state().custom is None
     new = await session.update_custom(lambda old: {"todos": [{"title": "milk"}], "nextId": 2})
-    assert new == {"todos": [{"title": "milk", "done": False}], "nextId": 2}
-    await session.update_custom(lambda old: TodoState.model_validate(old).model_copy(update={"next_id": 3}))
-    assert (await session.get_custom())["nextId"] == 3
-    bad_values: list[Any] = [{"todos": [{"done": True}]}, {"nextId": "three"}, None]
+    assert new == TodoState(todos=[Todo(title="milk")], nextId=2)
+    assert session.to_state().custom == {"todos": [{"title": "milk", "done": False}], "nextId": 2}
+    seen: list[TodoState | None] = []
+
+    def bump(old: TodoState | None) -> TodoState:
+        seen.append(old)
+        assert old is not None
+        return old.model_copy(update={"next_id": 3})
+
+    await session.update_custom(bump)
+    assert isinstance(seen[0], TodoState) and seen[0].next_id == 2  # fn gets a TodoState
+    got = await session.get_custom()
+    assert isinstance(got, TodoState) and got.next_id == 3
+    bad_values: list[Any] = [{"todos": [{"done": True}]}, {"nextId": "three"}, None, 5]
     for bad in bad_values:
         with pytest.raises(TurnkitError) as err:
             await session.update_custom(functools.partial(lambda value, _old: value, bad))
         assert err.value.status == "INVALID_ARGUMENT"
-    assert (await session.get_custom())["nextId"] == 3
+    assert session.to_state().custom == {"todos": [{"title": "milk", "done": False}], "nextId": 3}
     with pytest.raises(TurnkitError):
         Session(custom={"nextId": "x"}, state_schema=TodoState)
+
+
+class Counter(TypedDict):
+    count: int
+    tags: NotRequired[list[str]]
+
+
+async def test_typeddict_schema_validates_and_reads_as_a_dict() -> None:
+    session = Session(custom={"count": 1}, state_schema=Counter)
+    assert await session.get_custom() == {"count": 1}
+    await session.update_custom(lambda old: {"count": (old or {"count": 0})["count"] + 1, "tags": ["a"]})
+    assert await session.get_custom() == {"count": 2, "tags": ["a"]}
+    with pytest.raises(TurnkitError) as err:
+        await session.update_custom(lambda old: {"count": "many"})
+    assert err.value.status == "INVALID_ARGUMENT"
+    assert await Session(state_schema=Counter).get_custom() is None  # `count` has no default
+
+
+async def test_a_schema_that_is_not_one_fails_clearly() -> None:
+    with pytest.raises(TurnkitError) as err:
+        Session(state_schema=int)
+    assert err.value.status == "INVALID_ARGUMENT" and "state_schema" in err.value.message
+    with pytest.raises(TurnkitError) as err:
+        Session(state_schema={"type": "no-such-type"})
+    assert err.value.status == "INVALID_ARGUMENT"
+
+
+async def test_stored_state_that_no_longer_fits_the_schema_says_so() -> None:
+    state = SessionState(session_id="s1", custom={"nextId": "not a number"})
+    untyped = Session.from_state(state)
+    typed: Session[TodoState] = Session(state_schema=TodoState)
+    typed._custom = untyped.to_state().custom  # as a store would hand back state of an old schema
+    with pytest.raises(TurnkitError) as err:
+        await typed.get_custom()
+    assert err.value.status == "FAILED_PRECONDITION" and "schema" in err.value.message
 
 
 async def test_json_schema_validates_when_jsonschema_is_installed() -> None:

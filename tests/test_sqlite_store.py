@@ -24,8 +24,8 @@ from store_case_sqlite import used_bytes
 from test_store_contract import HOSTILE_IDS, live, msg, put, snap, turn
 from turnkit.errors import TurnkitError
 from turnkit.sessions import store_from_url
-from turnkit.sessions.codec import DICTIONARY, decode, encode, pack
-from turnkit.sessions.sqlite import (
+from turnkit.sessions._codec import DICTIONARY, decode, encode, pack
+from turnkit.sessions._sqlite import (
     _GET_HEAD,
     _GET_RECORD,
     _LOG_END,
@@ -65,7 +65,7 @@ async def test_schema_is_created_on_first_use_and_versioned(tmp_path: Path) -> N
     await put(store, snap("a"))
     assert query(path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
     tables = {name for (name,) in query(path, "SELECT name FROM sqlite_schema WHERE type = 'table'")}
-    assert tables == {"schema_version", "records", "heads", "logs", "leases"}
+    assert tables == {"schema_version", "identity", "records", "heads", "logs", "leases"}
     keys = {
         table: [
             row[1] for row in sorted(query(path, f"PRAGMA table_info({table})"), key=lambda r: r[5]) if row[5]
@@ -402,7 +402,7 @@ async def test_two_instances_compare_and_set_lose_no_update(tmp_path: Path) -> N
 WORKER = textwrap.dedent(
     """
     import asyncio, sys
-    from turnkit.sessions.sqlite import SqliteSessionStore
+    from turnkit.sessions._sqlite import SqliteSessionStore
     from turnkit.types import Message
 
     def bump(s):
@@ -498,7 +498,7 @@ async def test_a_write_waiting_for_the_lock_does_not_block_the_event_loop(tmp_pa
 ABORTER = textwrap.dedent(
     """
     import asyncio, sys, time
-    from turnkit.sessions.sqlite import SqliteSessionStore
+    from turnkit.sessions._sqlite import SqliteSessionStore
 
     async def main():
         store = SqliteSessionStore(sys.argv[1])
@@ -553,7 +553,7 @@ async def test_reads_touch_at_most_k_records(tmp_path: Path) -> None:
 REOPEN = textwrap.dedent(
     """
     import asyncio, json, sys
-    from turnkit.sessions.sqlite import SqliteSessionStore
+    from turnkit.sessions._sqlite import SqliteSessionStore
     from turnkit.types import Message
 
     async def main():
@@ -592,7 +592,7 @@ async def test_the_file_reopened_by_a_new_process_works(tmp_path: Path) -> None:
 async def test_closing_ends_the_worker_thread(tmp_path: Path) -> None:
     store = SqliteSessionStore(tmp_path / "s.db")
     await put(store, snap("a"))
-    thread = store.backend._thread
+    thread = store.backend._worker.thread
     assert thread is not None and thread.is_alive()
     await store.close()
     assert not thread.is_alive()
@@ -602,12 +602,12 @@ async def test_closing_ends_the_worker_thread(tmp_path: Path) -> None:
     await store.aclose()  # closing twice is fine (and aclose is close)
     async with SqliteSessionStore(tmp_path / "s.db") as scoped:
         assert await scoped.get_snapshot(snapshot_id="a") is not None
-        thread = scoped.backend._thread
+        thread = scoped.backend._worker.thread
     assert thread is not None and not thread.is_alive()
     # A store nobody closes ends its thread once it is garbage.
     dropped = SqliteSessionStore(tmp_path / "s.db")
     await dropped.get_snapshot(snapshot_id="a")
-    thread = dropped.backend._thread
+    thread = dropped.backend._worker.thread
     assert thread is not None
     del dropped
     await asyncio.to_thread(thread.join, 5)

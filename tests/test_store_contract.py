@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import importlib.util
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from turnkit.errors import TurnkitError
-from turnkit.sessions import FileSessionStore, InMemorySessionStore, LinearSessionStore
-from turnkit.sessions.memory import MemoryBackend
+from turnkit.sessions import FileSessionStore, InMemorySessionStore, LinearSessionStore, SessionStore
+from turnkit.sessions._memory import MemoryBackend
 from turnkit.types import (
     Artifact,
     ErrorInfo,
@@ -617,3 +617,18 @@ async def test_watch_status_reports_expiry(case: StoreCase) -> None:
     assert await watch.next() == "expired"
     await store.save_snapshot("w", change(status="aborted"))
     assert [await watch.next(), await watch.next()] == ["aborted", None]
+
+
+async def test_watch_status_is_part_of_the_contract(store: LinearSessionStore) -> None:
+    def watch(contract: SessionStore, snapshot_id: str) -> AsyncIterator[SnapshotStatus]:
+        # Typed as the Protocol: the runtime calls watch_status on any store, without probing.
+        return contract.watch_status(snapshot_id)
+
+    assert isinstance(store, SessionStore)
+    await put(store, live("c", "pending"))
+    statuses = watch(store, "c")
+    assert await asyncio.wait_for(anext(statuses), 5) == "pending"
+    await store.save_snapshot("c", change(status="failed"))
+    assert await asyncio.wait_for(anext(statuses), 5) == "failed"
+    with pytest.raises(StopAsyncIteration):  # a terminal status ends the watch
+        await asyncio.wait_for(anext(statuses), 5)

@@ -8,9 +8,9 @@ import pytest
 
 from test_store_contract import StoreCase, case, msg, snap  # noqa: F401 - `case` is the store fixture
 from turnkit import Turnkit, TurnkitError
-from turnkit.agents import AgentContext, AgentSession, TurnContext
+from turnkit.agents import AgentContext, AgentError, AgentSession, TurnContext
 from turnkit.sessions import FileSessionStore, InMemorySessionStore
-from turnkit.sessions.url import store_from_url
+from turnkit.sessions._url import store_from_url
 from turnkit.types import AgentInput
 
 
@@ -42,10 +42,11 @@ async def test_turn_growing_state_past_the_limit_fails_gracefully(ai: Turnkit) -
     chat = agent.chat()
     first = await chat.send("one")
     assert first.finish_reason == "stop"
-    second = await chat.send("two")  # 1200 bytes of custom state: over the limit
-    assert second.finish_reason == "failed"
-    assert second.error is not None and second.error.status == "INVALID_ARGUMENT"
-    assert second.snapshot_id == first.snapshot_id  # the last good snapshot stands
+    with pytest.raises(AgentError) as failed:
+        await chat.send("two")  # 1200 bytes of custom state: over the limit
+    assert failed.value.status == "INVALID_ARGUMENT" and "max_state_bytes" in failed.value.message
+    assert failed.value.response.finish_reason == "failed"
+    assert failed.value.snapshot_id == first.snapshot_id  # the last good snapshot stands
 
 
 async def test_store_from_url(tmp_path: Path) -> None:

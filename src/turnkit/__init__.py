@@ -1,11 +1,16 @@
 """turnkit: stateful, multi-turn LLM agents for Python."""
 
-from turnkit.app import Turnkit
+import logging
+
+from turnkit._app import Turnkit
+from turnkit._generate import GenerateResponse, GenerateStream
+from turnkit._prompts import ExecutablePrompt, GenerateOptions
+from turnkit._registry import Registry
+from turnkit._tools import Interrupt, Tool, ToolContext
+from turnkit.agents import AgentError
 from turnkit.errors import TurnkitError
-from turnkit.generate import GenerateResponse, GenerateStream
 from turnkit.middleware import fallback, retry
 from turnkit.models import Model, ModelContext, ModelInfo
-from turnkit.tools import Interrupt, Tool, ToolContext
 from turnkit.types import (
     AgentInit,
     AgentInput,
@@ -24,11 +29,14 @@ from turnkit.types import (
 )
 
 __all__ = [
+    "AgentError",
     "AgentInit",
     "AgentInput",
     "AgentOutput",
     "AgentStreamChunk",
     "Artifact",
+    "ExecutablePrompt",
+    "GenerateOptions",
     "GenerateResponse",
     "GenerateStream",
     "Interrupt",
@@ -40,6 +48,7 @@ __all__ = [
     "ModelResponse",
     "ModelResponseChunk",
     "Part",
+    "Registry",
     "SessionSnapshot",
     "SessionState",
     "Tool",
@@ -51,3 +60,8 @@ __all__ = [
     "fallback",
     "retry",
 ]
+
+# A library logs and leaves output to the application: without this, Python prints WARNING records
+# (a failed turn with its traceback) to stderr of every program, the REPL included. `turnkit serve`
+# configures a real handler.
+logging.getLogger("turnkit").addHandler(logging.NullHandler())

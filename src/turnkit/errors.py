@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
+__all__ = ["HTTP_STATUS", "RETRYABLE", "STATUS_NAMES", "StatusName", "TurnkitError", "as_turnkit_error"]
+
 StatusName = Literal[
     "OK",
     "CANCELLED",
@@ -101,7 +103,10 @@ class TurnkitError(Exception):
 
 
 def as_turnkit_error(exc: BaseException) -> TurnkitError:
-    """Wrap any exception as a TurnkitError; non-turnkit errors become INTERNAL and non-public."""
+    """Wrap any exception as a TurnkitError; non-turnkit errors become INTERNAL and non-public, with
+    the original kept as `__cause__` (its traceback too)."""
     if isinstance(exc, TurnkitError):
         return exc
-    return TurnkitError("INTERNAL", str(exc) or type(exc).__name__, public=False)
+    wrapped = TurnkitError("INTERNAL", str(exc) or type(exc).__name__, public=False)
+    wrapped.__cause__ = exc
+    return wrapped

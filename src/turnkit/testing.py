@@ -14,7 +14,7 @@ from turnkit.models import Model, ModelContext, ModelInfo
 from turnkit.types import Message, ModelRequest, ModelResponse, ModelResponseChunk, Part
 
 if TYPE_CHECKING:
-    from turnkit.app import Turnkit
+    from turnkit._app import Turnkit
 
 __all__ = ["ProgrammableModel", "define_echo_model", "define_programmable_model"]
 

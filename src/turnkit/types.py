@@ -6,9 +6,11 @@ sending `null` (use `to_wire()` / `to_json()`).
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, overload
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 from turnkit.errors import TurnkitError
@@ -17,6 +19,7 @@ __all__ = [
     "AgentAbortRequest",
     "AgentAbortResponse",
     "AgentFinishReason",
+    "AgentFinishReasonName",
     "AgentInit",
     "AgentInput",
     "AgentOutput",
@@ -25,6 +28,7 @@ __all__ = [
     "DocumentData",
     "ErrorInfo",
     "FinishReason",
+    "FinishReasonName",
     "GenerationUsage",
     "GetSnapshotRequest",
     "JsonPatchOperation",
@@ -41,6 +45,7 @@ __all__ = [
     "SessionSnapshot",
     "SessionState",
     "SnapshotStatus",
+    "SnapshotStatusName",
     "ToolDefinition",
     "ToolRequest",
     "ToolResponse",
@@ -50,11 +55,68 @@ __all__ = [
 ]
 
 Role = Literal["system", "user", "model", "tool"]
-FinishReason = Literal["stop", "length", "blocked", "aborted", "interrupted", "other", "unknown"]
-AgentFinishReason = Literal[
+
+
+class FinishReason(StrEnum):
+    """Why a model call ended. Members equal their wire strings (`FinishReason.STOP == "stop"`)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    BLOCKED = "blocked"
+    ABORTED = "aborted"
+    INTERRUPTED = "interrupted"
+    OTHER = "other"
+    UNKNOWN = "unknown"
+
+
+class AgentFinishReason(StrEnum):
+    """Why an agent turn ended. Members equal their wire strings (`AgentFinishReason.FAILED == "failed"`)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    BLOCKED = "blocked"
+    INTERRUPTED = "interrupted"
+    OTHER = "other"
+    UNKNOWN = "unknown"
+    ABORTED = "aborted"
+    DETACHED = "detached"
+    FAILED = "failed"
+
+
+class SnapshotStatus(StrEnum):
+    """Where a snapshot's turn stands. Members equal their wire strings."""
+
+    PENDING = "pending"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+# The wire strings, for code that writes a literal (`finish_reason="stop"`): fields accept either
+# form and always hold the enum member after validation.
+FinishReasonName = Literal["stop", "length", "blocked", "aborted", "interrupted", "other", "unknown"]
+AgentFinishReasonName = Literal[
     "stop", "length", "blocked", "interrupted", "other", "unknown", "aborted", "detached", "failed"
 ]
-SnapshotStatus = Literal["pending", "completed", "aborted", "failed", "expired"]
+SnapshotStatusName = Literal["pending", "completed", "aborted", "failed", "expired"]
+
+
+def _wire_field(enum: type[StrEnum], name: Any) -> Any:
+    """A field type taking the enum or its wire string, holding the enum member once validated,
+    with the plain string enum as JSON schema (as the wire describes it)."""
+    schema = {"type": "string", "enum": [m.value for m in enum]}
+    return Annotated[enum | name, AfterValidator(enum), WithJsonSchema(schema)]
+
+
+if TYPE_CHECKING:  # what type checkers see: either form is accepted
+    _FinishReasonField = FinishReason | FinishReasonName
+    _AgentFinishReasonField = AgentFinishReason | AgentFinishReasonName
+    _SnapshotStatusField = SnapshotStatus | SnapshotStatusName
+else:
+    _FinishReasonField = _wire_field(FinishReason, FinishReasonName)
+    _AgentFinishReasonField = _wire_field(AgentFinishReason, AgentFinishReasonName)
+    _SnapshotStatusField = _wire_field(SnapshotStatus, SnapshotStatusName)
 
 
 class WireModel(BaseModel):
@@ -156,11 +218,40 @@ class Part(WireModel):
 
 
 class Message(WireModel):
-    """A message in a conversation: a role and a list of parts."""
+    """A message in a conversation: a role and a list of parts.
+
+    Built from keywords (`Message(role="user", content=[...])`) or, as in Genkit, from one wire
+    dict or another Message (`Message({"role": "user", "content": [{"text": "hi"}]})`).
+    """
 
     role: Role
     content: list[Part]
     metadata: dict[str, Any] | None = None
+
+    @overload
+    def __init__(self, data: Message | Mapping[str, Any], /) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        *,
+        role: Role,
+        content: Sequence[Part | Mapping[str, Any]],
+        metadata: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    # mypy wrongly reports that `**fields` misses the keyword overload's parameters.
+    def __init__(self, data: Message | Mapping[str, Any] | None = None, /, **fields: Any) -> None:  # type: ignore[misc]
+        if data is not None:
+            if fields:
+                raise TypeError("Message() takes a wire dict or keywords, not both")
+            if isinstance(data, Message):
+                fields = {"role": data.role, "content": data.content, "metadata": data.metadata}
+            elif isinstance(data, Mapping):
+                fields = dict(data)
+            else:
+                raise TypeError(f"Message() takes a wire dict or a Message, not {type(data).__name__}")
+        super().__init__(**fields)
 
     @property
     def text(self) -> str:
@@ -237,7 +328,7 @@ class ModelResponse(WireModel):
     """What a model returns for one call."""
 
     message: Message | None = None
-    finish_reason: FinishReason = "stop"
+    finish_reason: _FinishReasonField = FinishReason.STOP
     finish_message: str | None = None
     latency_ms: float | None = None
     usage: GenerationUsage | None = None
@@ -321,7 +412,7 @@ class TurnEnd(WireModel):
     """Marks the end of a turn in an agent stream."""
 
     snapshot_id: str | None = None
-    finish_reason: AgentFinishReason | None = None
+    finish_reason: _AgentFinishReasonField | None = None
 
 
 class AgentStreamChunk(WireModel):
@@ -371,8 +462,11 @@ class AgentOutput(WireModel):
     state: SessionState | None = None
     message: Message | None = None
     artifacts: list[Artifact] | None = None
-    finish_reason: AgentFinishReason | None = None
+    finish_reason: _AgentFinishReasonField | None = None
     error: ErrorInfo | None = None
+    # The turn's token usage, summed over its model calls. Local only: Genkit's AgentOutput has no
+    # such field (and its clients reject unknown ones), so it never goes on the wire.
+    usage: GenerationUsage | None = Field(default=None, exclude=True)
 
 
 class SessionSnapshot(WireModel):
@@ -384,8 +478,8 @@ class SessionSnapshot(WireModel):
     created_at: str
     updated_at: str | None = None
     heartbeat_at: str | None = None
-    status: SnapshotStatus | None = None
-    finish_reason: AgentFinishReason | None = None
+    status: _SnapshotStatusField | None = None
+    finish_reason: _AgentFinishReasonField | None = None
     error: ErrorInfo | None = None
     state: SessionState | None = None
 
@@ -407,4 +501,4 @@ class AgentAbortResponse(WireModel):
     """The snapshot's status before the abort."""
 
     snapshot_id: str
-    status: SnapshotStatus | None = None
+    status: _SnapshotStatusField | None = None

@@ -26,10 +26,10 @@ import json
 from typing import Any
 
 from turnkit import Turnkit
+from turnkit._tools import ToolContext
 from turnkit.errors import TurnkitError
 from turnkit.models import ModelContext, ModelInfo
 from turnkit.sessions import InMemorySessionStore
-from turnkit.tools import ToolContext
 from turnkit.types import (
     Artifact,
     Message,

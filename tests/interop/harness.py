@@ -4,7 +4,7 @@
 - `peer_python()` creates or reuses the virtualenv with `genkit==0.12.0` and
   `genkit-fastapi==0.12.0` under `benchmarks/.venvs/` (through `benchmarks/peers/env.py`); Genkit
   never enters turnkit's own environment.
-- `turnkit_server()` serves `app.py` with `turnkit serve` (or `python -m turnkit.http.serve`, the
+- `turnkit_server()` serves `app.py` with `turnkit serve` (or `python -m turnkit.http._serve`, the
   same code, while the CLI lacks the command) as a separate process on 127.0.0.1; `genkit_server()` serves `genkit_server.py` in the peer venv.
 - `run_json(cmd)` runs a client script and returns the JSON object it printed.
 
@@ -144,12 +144,12 @@ def _has_serve_command() -> bool:
 
 
 def turnkit_server_command(port: int, app: str | None = None) -> list[str]:
-    """`turnkit serve APP --host 127.0.0.1 --port PORT` (`python -m turnkit.http.serve` if the CLI lacks it)."""
+    """`turnkit serve APP --host 127.0.0.1 --port PORT` (`python -m turnkit.http._serve` if the CLI lacks it)."""
     target = app or f"{INTEROP / 'app.py'}:ai"
     options = [target, "--host", HOST, "--port", str(port), "--log-level", "warning"]
     if _has_serve_command():
         return [str(_turnkit_cli()), "serve", *options]
-    return [sys.executable, "-m", "turnkit.http.serve", *options]
+    return [sys.executable, "-m", "turnkit.http._serve", *options]
 
 
 @contextlib.contextmanager

@@ -1,27 +1,21 @@
 """Agents: the turn runtime, the three ways to define an agent, the connection, and the chat client."""
 
-from turnkit.agents.agent import Agent, AgentFn
-from turnkit.agents.client import (
-    AgentChat,
-    AgentInterrupt,
-    AgentResponse,
-    AgentTransport,
-    AgentTurn,
-    DetachedTask,
-    LocalTransport,
-    TurnChunk,
-    TurnResult,
-)
-from turnkit.agents.connection import AgentConnection
-from turnkit.agents.define import define_agent, define_custom_agent, define_prompt_agent
-from turnkit.agents.runner import AgentResult, AgentSession
-from turnkit.agents.turn import AgentContext, TurnContext
+from turnkit.agents._agent import Agent, AgentFn
+from turnkit.agents._agent_session import AgentResult, AgentSession
+from turnkit.agents._client import AgentChat, AgentTransport, LocalTransport
+from turnkit.agents._connection import AgentConnection
+from turnkit.agents._define import define_agent, define_custom_agent, define_prompt_agent
+from turnkit.agents._handles import AgentTurn, DetachedTask, SnapshotPoll
+from turnkit.agents._response import AgentChunk, AgentError, AgentInterrupt, AgentResponse
+from turnkit.agents._turn import AgentContext, TurnContext
 
 __all__ = [
     "Agent",
     "AgentChat",
+    "AgentChunk",
     "AgentConnection",
     "AgentContext",
+    "AgentError",
     "AgentFn",
     "AgentInterrupt",
     "AgentResponse",
@@ -31,9 +25,8 @@ __all__ = [
     "AgentTurn",
     "DetachedTask",
     "LocalTransport",
-    "TurnChunk",
+    "SnapshotPoll",
     "TurnContext",
-    "TurnResult",
     "define_agent",
     "define_custom_agent",
     "define_prompt_agent",

@@ -38,6 +38,9 @@ class ModelContext:
         # A threading.Event so that a model running in a worker thread can poll it too.
         self.abort_signal = abort_signal or threading.Event()
         self.context: dict[str, Any] = context or {}
+        # Set by turnkit's `retry` middleware: providers then turn their SDK's own retries off,
+        # so that one failed call is never retried by both (calls would multiply).
+        self.retried_by_middleware = False
 
     @property
     def on_chunk(self) -> ChunkCallback | None:
@@ -72,6 +75,7 @@ class ModelContext:
         """A context sharing this one's abort signal and caller context, with another chunk sink."""
         ctx = ModelContext(on_chunk, abort_signal=self.abort_signal, context=self.context)
         ctx._loop, ctx._loop_thread = self._loop, self._loop_thread
+        ctx.retried_by_middleware = self.retried_by_middleware
         return ctx
 
 

@@ -12,6 +12,7 @@ Tool calls and JSON output use grammar-constrained decoding: with tools, the mod
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -26,7 +27,7 @@ from pydantic import BaseModel
 from turnkit.errors import TurnkitError
 from turnkit.models import ModelContext, ModelInfo
 from turnkit.types import (
-    FinishReason,
+    FinishReasonName,
     GenerationUsage,
     Message,
     ModelRequest,
@@ -224,6 +225,36 @@ def generation_options(config: Any) -> dict[str, Any]:
 # --- the model ---------------------------------------------------------------------------------
 
 
+_params_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_weight_repacking() -> Iterator[None]:
+    """Load with llama.cpp's extra (repacked) weight buffers off.
+
+    On CPUs with AMX the repacked int8 kernels of llama.cpp builds tuned to the machine crash in
+    batched prompt decoding (seen with llama-cpp-python 0.3.36 on a Xeon with AMX_INT8). Plain
+    buffers cost a little speed on a 135M model and never crash. `Llama()` takes no argument for it,
+    so its default model parameters are adjusted for the duration of the load.
+    """
+    import llama_cpp.llama_cpp as bindings  # what llama_cpp.llama reads the defaults from
+
+    original = bindings.llama_model_default_params
+
+    def params() -> Any:
+        value = original()
+        if hasattr(value, "use_extra_bufts"):
+            value.use_extra_bufts = False
+        return value
+
+    with _params_lock:
+        bindings.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            bindings.llama_model_default_params = original
+
+
 class _Engine:
     """One Llama instance for one file, loaded on first use; hold `lock` while using it."""
 
@@ -246,7 +277,8 @@ class _Engine:
             path = self.path or default_model_path()
             if not path.is_file():
                 raise TurnkitError("NOT_FOUND", f"GGUF model file not found: {path}")
-            llm = Llama(model_path=str(path), n_ctx=self.n_ctx, verbose=False, **self.options)
+            with _without_weight_repacking():
+                llm = Llama(model_path=str(path), n_ctx=self.n_ctx, verbose=False, **self.options)
 
             def token_text(token: int) -> str:
                 return llm.detokenize([token], special=True).decode("utf-8", "ignore") if token >= 0 else ""
@@ -374,7 +406,7 @@ class LlamaCppModel:
         ctx: ModelContext,
         *,
         stream: bool,
-    ) -> tuple[str, FinishReason]:
+    ) -> tuple[str, FinishReasonName]:
         """Sample a completion, streaming text deltas; stop early (finish 'aborted') on abort."""
         from llama_cpp.llama import StoppingCriteriaList
         from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
@@ -407,7 +439,7 @@ class LlamaCppModel:
             ),
         )
         pieces: list[str] = []
-        finish: FinishReason = "stop"
+        finish: FinishReasonName = "stop"
         for chunk in chunks:
             choice = chunk["choices"][0]
             delta = choice["text"]

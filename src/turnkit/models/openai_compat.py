@@ -12,16 +12,18 @@ import dataclasses
 import json
 import os
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from turnkit.errors import TurnkitError
 from turnkit.models import ModelContext, ModelInfo
+from turnkit.models._errors import http_error
+from turnkit.models._support import until_aborted
 from turnkit.types import (
     DocumentData,
-    FinishReason,
+    FinishReasonName,
     GenerationUsage,
     Message,
     ModelRequest,
@@ -46,7 +48,6 @@ __all__ = [
     "tool_choice",
 ]
 
-T = TypeVar("T")
 StructuredOutput = Literal["json_schema", "json_object"]
 
 MODEL_INFO = ModelInfo(
@@ -58,7 +59,7 @@ MODEL_INFO = ModelInfo(
     constrained=True,
 )
 
-_FINISH: dict[str, FinishReason] = {
+_FINISH: dict[str, FinishReasonName] = {
     "stop": "stop",
     "length": "length",
     "tool_calls": "stop",
@@ -217,7 +218,7 @@ def config_params(config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return named, extra
 
 
-def finish_reason(reason: str | None) -> FinishReason:
+def finish_reason(reason: str | None) -> FinishReasonName:
     """An OpenAI finish reason as a turnkit one."""
     if reason is None:
         return "unknown"
@@ -251,40 +252,54 @@ def to_turnkit_error(exc: Exception) -> TurnkitError:
     if isinstance(exc, openai.APIConnectionError):
         return TurnkitError("UNAVAILABLE", f"cannot reach the model server: {exc}", public=False)
     if isinstance(exc, openai.APIStatusError):
-        code = exc.status_code
-        status = {
-            400: "INVALID_ARGUMENT",
-            401: "UNAUTHENTICATED",
-            403: "PERMISSION_DENIED",
-            404: "NOT_FOUND",
-            408: "DEADLINE_EXCEEDED",
-            409: "ABORTED",
-            422: "INVALID_ARGUMENT",
-            429: "RESOURCE_EXHAUSTED",
-        }.get(code, "UNAVAILABLE" if code >= 500 else "UNKNOWN")
-        # Upstream auth and quota messages describe the server's account, not the caller's input.
-        return TurnkitError(
-            status,
-            f"model server error {code}: {exc.message}",
-            details={"httpStatus": code},
-            public=code == 400,
+        return http_error(
+            "model server",
+            exc.status_code,
+            exc.message,
+            headers=exc.response.headers,
+            body=exc.body,
         )
+    if isinstance(exc, openai.APIError) and (code := _stream_error_code(exc)) is not None:
+        # An error chunk inside a 200 stream: its code (or type) says what went wrong.
+        return http_error("model server", code, exc.message, body=exc.body)
     return TurnkitError("UNKNOWN", f"model call failed: {exc}", public=False)
 
 
+# Error codes and types servers send inside a stream (after a 200), as the HTTP codes they stand for.
+_STREAM_ERRORS = {
+    "invalid_request_error": 400,
+    "context_length_exceeded": 400,
+    "authentication_error": 401,
+    "invalid_api_key": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "model_not_found": 404,
+    "rate_limit": 429,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "tokens": 429,
+    "server_error": 500,
+    "api_error": 500,
+    "overloaded": 503,
+    "overloaded_error": 503,
+    "service_unavailable": 503,
+    "timeout": 504,
+}
+
+
+def _stream_error_code(exc: Any) -> int | None:
+    """The HTTP code an in-stream error stands for: its numeric `code`, else its code or type by name."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, str) and code.isdigit() and 400 <= int(code) <= 599:
+        return int(code)
+    for name in (code, getattr(exc, "type", None)):
+        if isinstance(name, str) and name.lower() in _STREAM_ERRORS:
+            return _STREAM_ERRORS[name.lower()]
+    return None
+
+
 # --- the model ---------------------------------------------------------------------------------
-
-
-async def _until_aborted(ctx: ModelContext, work: Awaitable[T]) -> T | None:
-    """Await `work`, cancelling it (and returning None) if the caller aborts meanwhile."""
-    task = asyncio.ensure_future(work)
-    while not task.done():
-        # The abort signal is a threading.Event, so it is polled rather than awaited.
-        await asyncio.wait({task}, timeout=0.05)
-        if ctx.aborted and not task.done():
-            task.cancel()
-            return None
-    return task.result()
 
 
 class OpenAICompatModel:
@@ -316,11 +331,14 @@ class OpenAICompatModel:
             kwargs["response_format"] = fmt
         if extra:
             kwargs["extra_body"] = extra
-        completions = self.client().chat.completions
+        client = self.client()
+        if ctx.retried_by_middleware:  # turnkit's retry middleware owns retries: one attempt here
+            client = client.with_options(max_retries=0)
+        completions = client.chat.completions
         try:
             if ctx.is_streaming:
                 return await self._stream(completions, kwargs, ctx)
-            completion = await _until_aborted(ctx, completions.create(**kwargs))
+            completion = await until_aborted(ctx, completions.create(**kwargs))
         except OpenAIError as exc:
             raise to_turnkit_error(exc) from exc
         if completion is None:
@@ -340,13 +358,13 @@ class OpenAICompatModel:
         stream = await completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
         text: list[str] = []
         calls: dict[int, dict[str, str]] = {}
-        reason: FinishReason = "unknown"
+        reason: FinishReasonName = "unknown"
         usage = None
         chunks = aiter(stream)
         try:
             while True:
                 try:
-                    chunk = None if ctx.aborted else await _until_aborted(ctx, anext(chunks))
+                    chunk = None if ctx.aborted else await until_aborted(ctx, anext(chunks))
                 except StopAsyncIteration:
                     break
                 if chunk is None:
@@ -382,7 +400,11 @@ class OpenAICompatModel:
 
 
 class OpenAICompat:
-    """Plugin registering `<name>/<model>` for each model id served by an OpenAI-compatible API."""
+    """Plugin registering `<name>/<model>` for each model id served by an OpenAI-compatible API.
+
+    `max_retries` is the SDK's own retries, used only when turnkit's `retry` middleware is not in
+    use: under it the SDK makes one attempt, so calls never multiply.
+    """
 
     def __init__(
         self,
@@ -432,10 +454,22 @@ class OpenAICompat:
         """The model function for one model id on this server."""
         return OpenAICompatModel(model_id, self.client, structured_output=self.structured_output)
 
+    def _define(self, ai: Any, model_id: str) -> Any:
+        info = dataclasses.replace(
+            MODEL_INFO, label=f"{self.name} {model_id}", output=list(MODEL_INFO.output)
+        )
+        return ai.define_model(name=f"{self.name}/{model_id}", fn=self.model(model_id), info=info)
+
     def initialize(self, ai: Any) -> None:
-        """Register `<name>/<model>` on the app for each configured model id."""
+        """Register `<name>/<model>` for each configured model id; any other `<name>/<model id>` is
+        created on first lookup (the server decides whether it serves it)."""
         for model_id in self.models:
-            info = dataclasses.replace(
-                MODEL_INFO, label=f"{self.name} {model_id}", output=list(MODEL_INFO.output)
-            )
-            ai.define_model(name=f"{self.name}/{model_id}", fn=self.model(model_id), info=info)
+            self._define(ai, model_id)
+        prefix = f"{self.name}/"
+
+        def resolve(kind: str, name: str) -> Any:
+            if kind == "model" and name.startswith(prefix) and len(name) > len(prefix):
+                return self._define(ai, name[len(prefix) :])
+            return None
+
+        ai.registry.add_resolver(resolve)

@@ -4,12 +4,14 @@ Every store here runs on one linear storage engine (`LinearSessionStore` over a 
 snapshots are stored as deltas with periodic checkpoints, and messages in append-only logs.
 """
 
-from turnkit.sessions.backend import RecordBackend, StoredRecord
-from turnkit.sessions.engine import FORMAT_VERSION, LinearSessionStore, StoreOptions, StoreStats
-from turnkit.sessions.file import FileSessionStore
-from turnkit.sessions.lease import LeaseBackend, SessionLease
-from turnkit.sessions.memory import InMemorySessionStore
-from turnkit.sessions.session import (
+from turnkit.sessions._backend import RecordBackend, StoredRecord
+from turnkit.sessions._engine import FORMAT_VERSION, LinearSessionStore, StoreOptions, StoreStats
+from turnkit.sessions._file import FileSessionStore
+from turnkit.sessions._lease import LeaseBackend, SessionLease
+from turnkit.sessions._listing import ListingBackend, SessionListing, SessionPage
+from turnkit.sessions._memory import InMemorySessionStore, MemoryBackend
+from turnkit.sessions._retention import MaintenanceBackend
+from turnkit.sessions._session import (
     ArtifactAdded,
     CustomChanged,
     MessagesAdded,
@@ -21,17 +23,21 @@ from turnkit.sessions.session import (
     get_current_session,
     run_with_session,
 )
-from turnkit.sessions.sqlite import SqliteSessionStore
-from turnkit.sessions.store import (
+from turnkit.sessions._sqlite import SqliteSessionStore
+from turnkit.sessions._state_type import StateType
+from turnkit.sessions._store import (
     TERMINAL_STATUSES,
+    Pruned,
     SessionStore,
     SessionStoreBase,
     SnapshotMutator,
+    SnapshotStoreLike,
     TenantOf,
+    as_session_store,
     check_id,
     default_tenant_of,
 )
-from turnkit.sessions.url import store_from_url
+from turnkit.sessions._url import store_from_url
 
 __all__ = [
     "FORMAT_VERSION",
@@ -42,22 +48,31 @@ __all__ = [
     "InMemorySessionStore",
     "LeaseBackend",
     "LinearSessionStore",
+    "ListingBackend",
+    "MaintenanceBackend",
+    "MemoryBackend",
     "MessagesAdded",
     "MessagesSet",
+    "Pruned",
     "RecordBackend",
     "Session",
     "SessionEvent",
     "SessionLease",
     "SessionListener",
+    "SessionListing",
+    "SessionPage",
     "SessionStore",
     "SessionStoreBase",
     "SnapshotMutator",
+    "SnapshotStoreLike",
     "SqliteSessionStore",
     "StateSchema",
+    "StateType",
     "StoreOptions",
     "StoreStats",
     "StoredRecord",
     "TenantOf",
+    "as_session_store",
     "check_id",
     "default_tenant_of",
     "get_current_session",

@@ -16,7 +16,7 @@ the store then looks for its token on a fresh connection before retrying, so a w
 is reported as landed instead of being applied twice.
 
 `data` and `entry` are `bytea`: the engine's JSON text compressed, or as UTF-8 when compressing
-would not make it shorter (`turnkit.sessions.codec`; a record's JSON shrinks to about a third).
+would not make it shorter (`turnkit.sessions._codec`; a record's JSON shrinks to about a third).
 
 Every `put_record` notifies the channel `tk_<schema>` with the record's tenant and id, and one
 listening connection per store instance wakes the status watchers (`watch_status`) of that record,
@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import inspect
-import json
 import logging
 import re
 import secrets
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, Unpack
@@ -45,9 +43,12 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from turnkit.errors import TurnkitError
-from turnkit.sessions.backend import StoredRecord
-from turnkit.sessions.codec import decode, encode
-from turnkit.sessions.engine import LinearSessionStore, StoreOptions
+from turnkit.sessions._backend import StoredRecord
+from turnkit.sessions._codec import decode, encode
+from turnkit.sessions._engine import LinearSessionStore, StoreOptions
+from turnkit.sessions._lease import lease_lost
+from turnkit.sessions._postgres_notify import PostgresChangeFeed, Waiters, change_payload
+from turnkit.sessions._postgres_sql import statements_for
 
 __all__ = ["SCHEMA_VERSION", "PostgresBackend", "PostgresSessionStore", "change_payload"]
 
@@ -56,9 +57,7 @@ log = logging.getLogger("turnkit.sessions")
 SCHEMA_VERSION: Final = 1
 _SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,59}")
 _LOCK_CLASS: Final = 0x746B  # "tk": the advisory-lock namespace of schema creation
-_MAX_PAYLOAD: Final = 7999  # NOTIFY payloads must stay under 8000 bytes
 _ATTEMPTS: Final = 3  # tries of one operation when connections turn out to be dead
-_LISTEN_PING: Final = 30.0  # a quiet listener checks its connection this often (seconds)
 
 Conn = psycopg.AsyncConnection[TupleRow]
 T = TypeVar("T")
@@ -68,116 +67,27 @@ def _unavailable(exc: Exception) -> TurnkitError:
     return TurnkitError("UNAVAILABLE", f"PostgreSQL is unavailable: {exc}", public=False)
 
 
-def change_payload(tenant: str, key: str) -> str:
-    """The NOTIFY payload announcing a write of record `key`: JSON `[tenant, key]`, or `#` + a digest if long."""
-    payload = json.dumps([tenant, key], ensure_ascii=False, separators=(",", ":"))
-    if len(payload.encode("utf-8")) <= _MAX_PAYLOAD:
-        return payload
-    return "#" + hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-class _Sql:
-    """Every statement the backend runs, composed once for one schema (identifiers quoted by psycopg)."""
-
-    def __init__(self, schema: str) -> None:
-        def q(text: str) -> bytes:
-            tables = {t: sql.Identifier(schema, t) for t in ("records", "heads", "logs", "leases")}
-            version = sql.Identifier(schema, "schema_version")
-            return sql.SQL(text).format(schema=sql.Identifier(schema), version=version, **tables).as_bytes()
-
-        key = 'text COLLATE "C" NOT NULL'  # byte-wise equality and ordering: ids are stored exactly
-        self.ddl = [
-            q("CREATE SCHEMA IF NOT EXISTS {schema}"),
-            q(
-                "CREATE TABLE IF NOT EXISTS {version} ("
-                " singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton), version integer NOT NULL)"
-            ),
-            q(
-                f"CREATE TABLE IF NOT EXISTS {{records}} (tenant {key}, id {key}, rev bigint NOT NULL,"
-                " data bytea NOT NULL, writer bigint NOT NULL, PRIMARY KEY (tenant, id))"
-            ),
-            q(
-                f"CREATE TABLE IF NOT EXISTS {{heads}} (tenant {key}, session_id {key},"
-                " snapshot_id text NOT NULL, PRIMARY KEY (tenant, session_id))"
-            ),
-            q(
-                f"CREATE TABLE IF NOT EXISTS {{logs}} (tenant {key}, log_id {key}, seq integer NOT NULL,"
-                " entry bytea NOT NULL, writer bigint, PRIMARY KEY (tenant, log_id, seq))"
-            ),
-            q(
-                f"CREATE TABLE IF NOT EXISTS {{leases}} (tenant {key}, name {key}, owner text NOT NULL,"
-                " expires_at timestamptz NOT NULL, PRIMARY KEY (tenant, name))"
-            ),
-        ]
-        self.lock = b"SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
-        self.read_version = q("SELECT version FROM {version}")
-        self.write_version = q("INSERT INTO {version} (version) VALUES (%s)")
-        self.get_record = q("SELECT rev, data FROM {records} WHERE tenant = %s AND id = %s")
-        self.get_writer = q("SELECT rev, writer FROM {records} WHERE tenant = %s AND id = %s")
-        self.get_head = q("SELECT snapshot_id FROM {heads} WHERE tenant = %s AND session_id = %s")
-        # A put: the compare-and-set, the head move (if any) and the notification, all in one statement.
-        insert = (
-            "INSERT INTO {records} (tenant, id, rev, data, writer) VALUES (%(t)s, %(k)s, 1, %(d)s, %(w)s)"
-            " ON CONFLICT DO NOTHING RETURNING 1"
-        )
-        update = (
-            "UPDATE {records} SET rev = rev + 1, data = %(d)s, writer = %(w)s"
-            " WHERE tenant = %(t)s AND id = %(k)s AND rev = %(r)s RETURNING 1"
-        )
-        head = (
-            ", head AS (INSERT INTO {heads} (tenant, session_id, snapshot_id) SELECT %(t)s, %(s)s, %(k)s"
-            " FROM put ON CONFLICT (tenant, session_id) DO UPDATE SET snapshot_id = EXCLUDED.snapshot_id)"
-        )
-        notify = " SELECT pg_notify(%(c)s, %(p)s) FROM put"
-        self.put = {
-            (new, with_head): q(
-                f"WITH put AS ({insert if new else update}){head if with_head else ''}{notify}"
-            )
-            for new in (True, False)
-            for with_head in (True, False)
-        }
-        self.append = q(
-            "INSERT INTO {logs} (tenant, log_id, seq, entry, writer)"
-            " SELECT %(t)s, %(l)s, %(s)s + u.n - 1, u.entry, CASE WHEN u.n = 1 THEN %(w)s::bigint END"
-            " FROM unnest(%(e)s::bytea[]) WITH ORDINALITY AS u(entry, n)"
-            " WHERE %(s)s = 0 OR EXISTS"
-            " (SELECT FROM {logs} WHERE tenant = %(t)s AND log_id = %(l)s AND seq = %(s)s - 1)"
-        )
-        self.log_length_is = q(
-            "SELECT (%(s)s = 0 OR EXISTS (SELECT FROM {logs} WHERE tenant = %(t)s AND log_id = %(l)s"
-            " AND seq = %(s)s - 1)) AND NOT EXISTS"
-            " (SELECT FROM {logs} WHERE tenant = %(t)s AND log_id = %(l)s AND seq = %(s)s)"
-        )
-        self.log_writer = q("SELECT writer FROM {logs} WHERE tenant = %s AND log_id = %s AND seq = %s")
-        self.read_log = q(
-            "SELECT entry FROM {logs} WHERE tenant = %s AND log_id = %s AND seq >= %s AND seq < %s"
-            " ORDER BY seq"
-        )
-        self.try_lease = q(
-            "INSERT INTO {leases} AS l (tenant, name, owner, expires_at)"
-            " VALUES (%(t)s, %(n)s, %(o)s, now() + make_interval(secs => %(ttl)s))"
-            " ON CONFLICT (tenant, name) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at"
-            " WHERE l.owner = EXCLUDED.owner OR l.expires_at < now() RETURNING 1"
-        )
-        self.release_lease = q("DELETE FROM {leases} WHERE tenant = %s AND name = %s AND owner = %s")
-
-
-@functools.lru_cache(maxsize=64)
-def _statements(schema: str) -> _Sql:
-    return _Sql(schema)
+def _server_trouble(exc: psycopg.Error) -> TurnkitError | None:
+    """A statement's failure that says the server is full or going away, as a turnkit error."""
+    state = exc.sqlstate or ""
+    if state in ("53100", "53200"):  # disk_full, out_of_memory
+        return TurnkitError("RESOURCE_EXHAUSTED", f"PostgreSQL is out of space: {exc}", public=False)
+    if state == "53300" or state.startswith("57P"):  # too many connections; shutting down
+        return _unavailable(exc)
+    return None
 
 
 @dataclass
-class _Live:
+class _LoopState:
     """What an open backend holds in the event loop that opened it."""
 
     pool: AsyncConnectionPool[Conn]
+    changes: PostgresChangeFeed
     want_listen: asyncio.Event = field(default_factory=asyncio.Event)
-    listening: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
 
-async def _abandon(pool: AsyncConnectionPool[Any]) -> None:
+async def _close_abandoned_pool(pool: AsyncConnectionPool[Any]) -> None:
     """Close a pool whose event loop is ending: its workers are being cancelled already, so
     `close()` alone fails before closing anything; close the idle connections first."""
     for _ in range(pool.get_stats().get("pool_available", 0)):
@@ -196,8 +106,8 @@ class PostgresBackend:
     `dsn_or_pool` is a libpq connection string (or URL), or an `AsyncConnectionPool` the caller owns
     (then `close()` leaves it open). An own pool (`pool_size` connections at most, waiting up to
     `pool_timeout` seconds for one before failing with UNAVAILABLE) is created and opened on first
-    use. `on_change` receives each change notification's payload (see `change_payload`), or None
-    when notifications may have been missed (the listener reconnected).
+    use. `waiters` maps (tenant, record key) to the events that a change notification of that
+    record sets (see `change_waiter`); the store wakes them on its own writes too.
     """
 
     def __init__(
@@ -207,7 +117,6 @@ class PostgresBackend:
         schema: str = "turnkit",
         pool_size: int = 10,
         pool_timeout: float = 30.0,
-        on_change: Callable[[str | None], None] | None = None,
     ) -> None:
         if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
             raise TurnkitError(
@@ -216,9 +125,9 @@ class PostgresBackend:
             )
         self.schema = schema
         self.channel = f"tk_{schema}"
-        self.on_change = on_change
-        self._sql = _statements(schema)
-        self._listen_sql = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)).as_bytes()
+        self.waiters: Waiters = weakref.WeakValueDictionary()
+        self._sql = statements_for(schema)
+        self.listen_sql = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)).as_bytes()
         if isinstance(dsn_or_pool, AsyncConnectionPool):
             self._given_pool: AsyncConnectionPool[Any] | None = dsn_or_pool
             self._conninfo = dsn_or_pool.conninfo
@@ -230,14 +139,14 @@ class PostgresBackend:
             self._listen_kwargs = {}
         self.pool_size = pool_size
         self.pool_timeout = pool_timeout
-        self._live: _Live | None = None
+        self._live: _LoopState | None = None
         self._opening: asyncio.Lock | None = None
         self._want_listen = False
         self._closed = False
 
     # --- lifetime -----------------------------------------------------------------------------------
 
-    async def _open(self) -> _Live:
+    async def _open(self) -> _LoopState:
         """The open state, opening the pool (and creating the schema) on first use."""
         live = self._live
         if live is not None:
@@ -267,7 +176,7 @@ class PostgresBackend:
                 if isinstance(exc, PoolTimeout):
                     raise _unavailable(exc) from exc
                 raise
-            live = _Live(pool)
+            live = _LoopState(pool, PostgresChangeFeed(self, self.waiters))
             if self._want_listen:
                 live.want_listen.set()
             live.task = asyncio.ensure_future(self._background(live))
@@ -277,21 +186,25 @@ class PostgresBackend:
     async def _ensure_schema(self, pool: AsyncConnectionPool[Any]) -> None:
         """Check the schema's version, first creating the schema if it is not there."""
         async with pool.connection() as conn:
-            try:
-                async with conn.transaction():
-                    version = await self._version(conn)
-            except psycopg.errors.UndefinedTable:
-                version = None
-            if version is None:
-                # Under a lock: concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
-                async with conn.transaction():
-                    await conn.execute(self._sql.lock, (_LOCK_CLASS, self.schema))
-                    for statement in self._sql.ddl:
-                        await conn.execute(statement)
-                    version = await self._version(conn)
-                    if version is None:
-                        await conn.execute(self._sql.write_version, (SCHEMA_VERSION,))
-                        version = SCHEMA_VERSION
+            await self._ensure_schema_on(conn)
+
+    async def _ensure_schema_on(self, conn: Conn) -> None:
+        """`_ensure_schema` on a connection the caller holds."""
+        try:
+            async with conn.transaction():
+                version = await self._version(conn)
+        except psycopg.errors.UndefinedTable:
+            version = None
+        if version is None:
+            # Under a lock: concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
+            async with conn.transaction():
+                await conn.execute(self._sql.lock, (_LOCK_CLASS, self.schema))
+                for statement in self._sql.ddl:
+                    await conn.execute(statement)
+                version = await self._version(conn)
+                if version is None:
+                    await conn.execute(self._sql.write_version, (SCHEMA_VERSION, secrets.token_hex(8)))
+                    version = SCHEMA_VERSION
         if version > SCHEMA_VERSION:
             raise TurnkitError(
                 "FAILED_PRECONDITION",
@@ -308,9 +221,9 @@ class PostgresBackend:
         self._closed = True
         live, self._live = self._live, None
         if live is not None:
-            await self._let_go(live)
+            await self._close_live(live)
 
-    async def _let_go(self, live: _Live) -> None:
+    async def _close_live(self, live: _LoopState) -> None:
         if live.task is not None:
             live.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -318,11 +231,11 @@ class PostgresBackend:
         if self._given_pool is None:
             await live.pool.close()
 
-    async def _background(self, live: _Live) -> None:
+    async def _background(self, live: _LoopState) -> None:
         """The listener; and, if the event loop shuts down under an open backend, its cleanup."""
         try:
             await live.want_listen.wait()
-            await self._listen(live)
+            await live.changes.run()
         except asyncio.CancelledError:
             if self._live is live:
                 # Nobody called close(): the loop is ending (asyncio.run and pytest cancel leftover
@@ -330,7 +243,7 @@ class PostgresBackend:
                 # another loop opens afresh.
                 self._live, self._opening = None, None
                 if self._given_pool is None:
-                    await _abandon(live.pool)
+                    await _close_abandoned_pool(live.pool)
             raise
 
     # --- notifications ------------------------------------------------------------------------------
@@ -343,9 +256,18 @@ class PostgresBackend:
 
     @property
     def listening(self) -> bool:
-        """Whether the listener is listening now (if it stops, it announces None when back)."""
+        """Whether the listener is listening now (if it stops, it wakes every waiter when back)."""
         live = self._live
-        return live is not None and live.listening.is_set()
+        return live is not None and live.changes.subscribed.is_set()
+
+    def change_waiter(self, tenant: str, key: str, timeout: float) -> Callable[[], Awaitable[None]]:
+        """Start listening for a write of record `key` from any process; the result waits for one
+        (or `timeout`). Listening starts with the first use: until then, waiters only poll."""
+        self.start_listening()
+        live = self._live
+        if live is None:  # not open yet: the caller's read opens it, and starts the listener
+            return lambda: self.wait_listening(timeout)
+        return live.changes.waiter((tenant, key), timeout)
 
     async def wait_listening(self, seconds: float) -> None:
         """Wait (at most `seconds`) until the listener is listening."""
@@ -354,51 +276,15 @@ class PostgresBackend:
             await asyncio.sleep(seconds)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(live.listening.wait(), seconds)
+            await asyncio.wait_for(live.changes.subscribed.wait(), seconds)
 
-    async def _listen_conninfo(self) -> str:
-        if not callable(self._conninfo):
-            return self._conninfo
-        # A pool may be given a function that returns the connection string.
-        conninfo = self._conninfo()
-        return await conninfo if inspect.isawaitable(conninfo) else conninfo
-
-    async def _listen(self, live: _Live) -> None:
-        """Hold one connection in LISTEN and hand every notification to `on_change`; reconnect on failure."""
-        delay = 0.05
-        while True:
-            try:
-                conninfo = await self._listen_conninfo()
-                conn = await psycopg.AsyncConnection.connect(
-                    conninfo, **{**self._listen_kwargs, "autocommit": True}
-                )
-            except Exception as exc:
-                log.warning("turnkit: cannot connect the change listener (%s); retrying", exc)
-            else:
-                try:
-                    await conn.execute(self._listen_sql)
-                    live.listening.set()
-                    self._announce(None)  # anything may have changed while nobody listened
-                    delay = 0.05
-                    while True:
-                        async for note in conn.notifies(timeout=_LISTEN_PING):
-                            self._announce(note.payload)
-                        await conn.execute(b"SELECT 1")  # quiet for a while: is the connection alive?
-                except Exception as exc:
-                    log.warning("turnkit: the change listener lost its connection (%s); reconnecting", exc)
-                finally:
-                    live.listening.clear()
-                    await conn.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-    def _announce(self, payload: str | None) -> None:
-        if self.on_change is None:
-            return
-        try:
-            self.on_change(payload)
-        except Exception:  # a listener must survive whatever a callback (or a stray NOTIFY) does
-            log.exception("turnkit: handling a change notification failed")
+    async def connect_listener(self) -> Conn:
+        """A new connection of the listener's own (outside the pool: it stays in LISTEN)."""
+        conninfo = self._conninfo
+        if callable(conninfo):  # a pool may be given a function that returns the connection string
+            found = conninfo()
+            conninfo = await found if inspect.isawaitable(found) else found
+        return await psycopg.AsyncConnection.connect(conninfo, **{**self._listen_kwargs, "autocommit": True})
 
     # --- running statements -------------------------------------------------------------------------
 
@@ -423,9 +309,21 @@ class PostgresBackend:
                             if result is not None:
                                 return result
                         return await self._in_transaction(conn, op)
+                    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+                        if attempt + 1 == _ATTEMPTS:
+                            raise
+                        # The schema was dropped under us: make it again (with a new identity, which
+                        # is how sessions this process saw are then reported lost, not found empty).
+                        log.warning("turnkit: PostgreSQL schema %r is gone; creating it again", self.schema)
+                        await self._ensure_schema_on(conn)
+                        continue
                     except psycopg.OperationalError as exc:
                         if not conn.broken:
-                            raise  # the statement failed (a timeout, a lock): the connection is fine
+                            # The statement failed (a timeout, a lock, a full disk): the connection is fine.
+                            known = _server_trouble(exc)
+                            if known is None:
+                                raise
+                            raise known from exc
                         if attempt + 1 == _ATTEMPTS:
                             raise _unavailable(exc) from exc
                         log.warning("turnkit: a PostgreSQL connection died (%s); retrying on another", exc)
@@ -442,7 +340,9 @@ class PostgresBackend:
         async with conn.transaction():  # a caller's pool without autocommit: commit each operation
             return await op(conn)
 
-    async def _one(self, query: bytes, params: Sequence[Any] | Mapping[str, Any]) -> tuple[Any, ...] | None:
+    async def _fetch_one(
+        self, query: bytes, params: Sequence[Any] | Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
         async def op(conn: Conn) -> tuple[Any, ...] | None:
             return await (await conn.execute(query, params)).fetchone()
 
@@ -452,16 +352,24 @@ class PostgresBackend:
 
     async def get_record(self, tenant: str, key: str) -> StoredRecord | None:
         """The record stored under `key`, or None."""
-        row = await self._one(self._sql.get_record, (tenant, key))
+        row = await self._fetch_one(self._sql.get_record, (tenant, key))
         return None if row is None else StoredRecord(row[0], decode(row[1]))
 
     async def put_record(
-        self, tenant: str, key: str, data: str, *, expected_rev: int, head_of: str | None = None
+        self,
+        tenant: str,
+        key: str,
+        data: str,
+        *,
+        expected_rev: int,
+        head_of: str | None = None,
+        fence: tuple[str, str] | None = None,
     ) -> bool:
-        """Store `data` if the record is still at `expected_rev`, move the head if asked, and notify."""
+        """Store `data` if the record is still at `expected_rev` (and, with a `fence` (lease name,
+        owner), only while that owner holds the lease), move the head if asked, and notify."""
         writer = secrets.randbits(63)
-        query = self._sql.put[(expected_rev == 0, head_of is not None)]
-        params = {
+        query = self._sql.put[(expected_rev == 0, head_of is not None, fence is not None)]
+        params: dict[str, Any] = {
             "t": tenant,
             "k": key,
             "d": encode(data),
@@ -471,9 +379,17 @@ class PostgresBackend:
             "c": self.channel,
             "p": change_payload(tenant, key),
         }
+        if fence is not None:
+            params |= {"fn": fence[0], "fo": fence[1]}
 
         async def op(conn: Conn) -> bool:
-            return (await conn.execute(query, params)).rowcount == 1
+            if (await conn.execute(query, params)).rowcount == 1:
+                return True
+            if fence is not None:
+                held = await (await conn.execute(self._sql.lease_held, (tenant, *fence))).fetchone()
+                if held is None:
+                    raise lease_lost(fence[0])
+            return False
 
         async def landed(conn: Conn) -> bool | None:
             row = await (await conn.execute(self._sql.get_writer, (tenant, key))).fetchone()
@@ -483,14 +399,23 @@ class PostgresBackend:
 
     async def get_head(self, tenant: str, session_id: str) -> str | None:
         """The snapshot most recently created in the session, or None."""
-        row = await self._one(self._sql.get_head, (tenant, session_id))
+        row = await self._fetch_one(self._sql.get_head, (tenant, session_id))
         return None if row is None else str(row[0])
+
+    async def list_heads(self, tenant: str, after: str | None, limit: int) -> list[tuple[str, str]]:
+        """Up to `limit` sessions of the tenant after `after` (id order), with their heads."""
+
+        async def op(conn: Conn) -> list[tuple[str, str]]:
+            rows = await (await conn.execute(self._sql.list_heads, (tenant, after or "", limit))).fetchall()
+            return [(str(s), str(k)) for s, k in rows]
+
+        return await self._run(op)
 
     async def append_log(self, tenant: str, log_id: str, start: int, entries: Sequence[str]) -> bool:
         """Append to a log that holds exactly `start` entries; False if another writer got there first."""
         params = {"t": tenant, "l": log_id, "s": start}
         if not entries:
-            row = await self._one(self._sql.log_length_is, params)
+            row = await self._fetch_one(self._sql.log_length_is, params)
             return row is not None and bool(row[0])
         writer = secrets.randbits(63)
         params |= {"e": [encode(e) for e in entries], "w": writer}
@@ -537,6 +462,60 @@ class PostgresBackend:
 
         await self._run(op)
 
+    async def renew_lease(self, tenant: str, name: str, owner: str, ttl: float) -> bool:
+        """Extend the lease if `owner` still holds it (expired or not); never take it afresh."""
+        params = {"t": tenant, "n": name, "o": owner, "ttl": float(ttl)}
+
+        async def op(conn: Conn) -> bool:
+            return (await conn.execute(self._sql.renew_lease, params)).rowcount == 1
+
+        return await self._run(op)
+
+    # --- identity and maintenance -------------------------------------------------------------------
+
+    async def store_epoch(self) -> str:
+        """The schema's identity, written with it (a schema dropped and made again has a new one)."""
+
+        async def op(conn: Conn) -> str:
+            try:
+                row = await (await conn.execute(self._sql.epoch, (secrets.token_hex(8),))).fetchone()
+            except psycopg.errors.UndefinedColumn:  # a schema made before the column existed
+                await conn.execute(self._sql.add_epoch)
+                row = await (await conn.execute(self._sql.epoch, (secrets.token_hex(8),))).fetchone()
+            return "" if row is None else str(row[0])
+
+        return await self._run(op)
+
+    async def list_tenants(self) -> list[str]:
+        """Every tenant holding data in the schema."""
+
+        async def op(conn: Conn) -> list[str]:
+            return sorted(str(r[0]) for r in await (await conn.execute(self._sql.tenants)).fetchall())
+
+        return await self._run(op)
+
+    async def scan_records(self, tenant: str) -> list[tuple[str, StoredRecord]]:
+        """Every record of a tenant, with its key."""
+
+        async def op(conn: Conn) -> list[tuple[str, StoredRecord]]:
+            rows = await (await conn.execute(self._sql.scan_records, (tenant,))).fetchall()
+            return [(str(k), StoredRecord(rev, decode(data))) for k, rev, data in rows]
+
+        return await self._run(op)
+
+    async def delete_data(
+        self, tenant: str, *, records: Sequence[str], logs: Sequence[str], heads: Sequence[str]
+    ) -> None:
+        """Delete these records, logs and heads in one transaction."""
+
+        async def op(conn: Conn) -> None:
+            async with conn.transaction():
+                await conn.execute(self._sql.delete_records, (tenant, list(records)))
+                await conn.execute(self._sql.delete_logs, (tenant, list(logs)))
+                await conn.execute(self._sql.delete_heads, (tenant, list(heads)))
+
+        await self._run(op)
+
 
 class PostgresSessionStore(LinearSessionStore):
     """A session store in PostgreSQL: any number of processes and machines may share one schema.
@@ -559,14 +538,10 @@ class PostgresSessionStore(LinearSessionStore):
         pool_timeout: float = 30.0,
         **options: Unpack[StoreOptions],
     ) -> None:
-        backend = PostgresBackend(
-            dsn_or_pool,
-            schema=schema,
-            pool_size=pool_size,
-            pool_timeout=pool_timeout,
-            on_change=self._changed,
-        )
+        backend = PostgresBackend(dsn_or_pool, schema=schema, pool_size=pool_size, pool_timeout=pool_timeout)
         super().__init__(backend, **options)
+        # One map of waiters: this instance's own writes and notifications wake the same watchers.
+        self._signals = backend.waiters
         self.backend: PostgresBackend
         self.postgres = backend  # `backend` may be wrapped (tests do); notifications need the real one
 
@@ -583,34 +558,4 @@ class PostgresSessionStore(LinearSessionStore):
         self, snapshot_id: str, *, context: Mapping[str, Any] | None = None
     ) -> Callable[[], Awaitable[None]]:
         """Wake on a write of the snapshot from any process (LISTEN/NOTIFY), else after a poll interval."""
-        key = (self.tenant_key(context), snapshot_id)
-        event = self._signals.get(key)
-        if event is None:
-            event = self._signals[key] = asyncio.Event()
-        self.postgres.start_listening()
-        listening = self.postgres.listening
-
-        async def wait() -> None:
-            if not listening:
-                # Nobody was listening when the caller read: a change since may have gone unannounced,
-                # so return (and let the caller read again) as soon as the listener is up.
-                await self.postgres.wait_listening(self.poll_interval)
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), self.poll_interval)
-
-        return wait
-
-    def _changed(self, payload: str | None) -> None:
-        """Wake the watchers of the record a notification names (all of them for None)."""
-        if payload is None:
-            keys = list(self._signals.keys())
-        elif payload.startswith("#"):
-            keys = [k for k in list(self._signals.keys()) if change_payload(*k) == payload]
-        else:
-            tenant, key = json.loads(payload)
-            keys = [(str(tenant), str(key))]
-        for k in keys:
-            event = self._signals.pop(k, None)
-            if event is not None:
-                event.set()
+        return self.postgres.change_waiter(self.tenant_key(context), snapshot_id, self.poll_interval)

@@ -6,7 +6,10 @@ holds (`:`, `*`, `{`, quotes, newlines), maps to exactly one key and no two ids 
     P r:T:I     hash {rev, data, tok}: a snapshot record (`tok`: the nonce of the write that made it)
     P h:T:I     string: the snapshot id last made head of session I
     P l:T:I     list: message log I, one item per entry
-    P x:T:I     string with a PX expiry: lease I, holding its owner
+    P x:T:I     string `owner|expiry ms` with a PX expiry some minutes later: lease I
+    P s:T:      sorted set: tenant T's session ids (score 0, so in byte order), for `list_sessions`;
+                the member "\\x00" (never an id) marks an index that holds every session
+    P m::epoch  string: the store's identity, made with its data (see `turnkit.sessions._retention`)
     P m::version  string: the layout version (`LAYOUT_VERSION`); newer ones are refused
     P m::changes  (a pub/sub channel, not a key): every record write publishes its record key here
 After the prefix every key is one kind letter, `:`, base64, `:`, base64: exactly two colons, the
@@ -15,7 +18,7 @@ extends), and `purge()` (a SCAN of P, keeping only keys of that exact shape) nev
 prefix's keys, even when one prefix is the start of another or holds glob characters.
 
 A record's `data` and a log item hold the engine's JSON text compressed, or as UTF-8 when compressing
-would not make it shorter (`turnkit.sessions.codec`); they are read without decoding responses, so a
+would not make it shorter (`turnkit.sessions._codec`); they are read without decoding responses, so a
 client made with `decode_responses=True` works too.
 
 Every compare-and-set is one Lua script, so each backend call is one round trip and atomic.
@@ -29,30 +32,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import re
 import secrets
-import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, Unpack
 
 from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from turnkit.errors import TurnkitError
-from turnkit.sessions.backend import StoredRecord
-from turnkit.sessions.codec import decode, encode
-from turnkit.sessions.engine import LinearSessionStore, StoreOptions
+from turnkit.sessions._backend import StoredRecord
+from turnkit.sessions._codec import decode, encode
+from turnkit.sessions._engine import LinearSessionStore, StoreOptions
+from turnkit.sessions._lease import lease_lost
+from turnkit.sessions._notify import ChangeFeed
 
 __all__ = ["LAYOUT_VERSION", "RedisBackend", "RedisSessionStore", "encode_part", "glob_escape"]
 
 log = logging.getLogger("turnkit.sessions")
 
 LAYOUT_VERSION: Final = 1
-_KINDS: Final = frozenset("rhlxm")
+_KINDS: Final = frozenset("rhlxms")
 _BASE64: Final = re.compile(r"[A-Za-z0-9_-]*")
 _GLOB_SPECIAL: Final = re.compile(r"([\\*?\[\]])")
 _LAYOUT_ERROR: Final = "TURNKITLAYOUT"
@@ -62,7 +67,7 @@ _RETRY_DELAYS: Final = (0.0, 0.1)
 _LISTEN_BEAT: Final = 1.0
 _T = TypeVar("_T")
 # Read stored values as the bytes they are, whatever the client's `decode_responses`.
-_RAW: Final = {NEVER_DECODE: True}
+_AS_BYTES: Final = {NEVER_DECODE: True}
 
 # Every write script first checks the layout version (and writes it into a fresh prefix).
 _CHECK_LAYOUT: Final = """
@@ -72,10 +77,31 @@ if layout ~= ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1])
 end
 """
-# KEYS: layout, record[, head]. ARGV: layout, expected rev, data, nonce, channel[, head value].
-# The nonce makes a retried call exact: a write that landed but whose reply was lost reads as done.
+# A lease key holds `owner|expiry` (ms, by the server's clock) and outlives its expiry by
+# `_LEASE_KEEP_MS`, so an owner whose lease ran out but was not taken since can still renew it and
+# write (its writes are fenced by the owner, which changes only when another turn takes the lease).
+# A key of an older turnkit holds the bare owner, and counts as held until its PX expiry.
+_LEASE_HOLDER: Final = """
+local function holder(key)
+  local v = redis.call('GET', key)
+  if not v then return nil, 0 end
+  local sep = string.find(v, '|', 1, true)
+  if not sep then return v, math.huge end
+  return string.sub(v, 1, sep - 1), tonumber(string.sub(v, sep + 1))
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+_LEASE_KEEP_MS: Final = 600_000
+# KEYS: layout, record, head (or the record again), session index (or the record again), [lease].
+# ARGV: layout, expected rev, data, nonce, channel, head value ('' for none), session id, [lease owner]. The nonce makes a retried call exact: a write that
+# landed but whose reply was lost reads as done. With a lease, the write is fenced: -1 unless the
+# owner still holds it.
 _PUT_RECORD: Final = (
     _CHECK_LAYOUT
+    + _LEASE_HOLDER
     + """
 local current = redis.call('HMGET', KEYS[2], 'rev', 'tok')
 local rev = tonumber(current[1]) or 0
@@ -84,8 +110,12 @@ if rev ~= expected then
   if rev == expected + 1 and current[2] == ARGV[4] then return 1 end
   return 0
 end
+if ARGV[8] and holder(KEYS[5]) ~= ARGV[8] then return -1 end
 redis.call('HSET', KEYS[2], 'rev', expected + 1, 'data', ARGV[3], 'tok', ARGV[4])
-if KEYS[3] then redis.call('SET', KEYS[3], ARGV[6]) end
+if ARGV[6] and ARGV[6] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[6])
+  redis.call('ZADD', KEYS[4], 0, ARGV[7])
+end
 redis.call('PUBLISH', ARGV[5], KEYS[2])
 return 1
 """
@@ -112,18 +142,41 @@ end
 return 1
 """
 )
-# KEYS: lease. ARGV: owner, ttl in ms. Take a free lease or renew our own (SET PX), else refuse.
-_TRY_LEASE: Final = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+# KEYS: lease. ARGV: owner, ttl in ms, keep in ms. Take a free or expired lease, or renew our own.
+_TRY_LEASE: Final = (
+    _LEASE_HOLDER
+    + """
+local now = now_ms()
+local owner, expires = holder(KEYS[1])
+if owner and owner ~= ARGV[1] and expires > now then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. (now + tonumber(ARGV[2])), 'PX', ARGV[2] + ARGV[3])
 return 1
 """
+)
+# KEYS: lease. ARGV: owner, ttl in ms, keep in ms. Extend a lease only while the owner still holds it.
+_RENEW_LEASE: Final = (
+    _LEASE_HOLDER
+    + """
+local owner = holder(KEYS[1])
+if owner ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. (now_ms() + tonumber(ARGV[2])), 'PX', ARGV[2] + ARGV[3])
+return 1
+"""
+)
+# KEYS: epoch. ARGV: a new random epoch, kept only if there is none (the data was never, or is no
+# longer, there). Returns the epoch.
+_EPOCH: Final = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
 # KEYS: lease. ARGV: owner. Compare-and-delete: only the holder gives a lease up.
-_RELEASE_LEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+_RELEASE_LEASE: Final = (
+    _LEASE_HOLDER
+    + """
+if holder(KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+)
 
 
 def encode_part(value: str) -> str:
@@ -136,7 +189,11 @@ def glob_escape(text: str) -> str:
     return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
-def _text(value: bytes | str) -> str:
+def _decode_part(part: str) -> str:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode("utf-8")
+
+
+def _as_str(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
@@ -150,11 +207,15 @@ class RedisBackend:
         self.prefix = prefix
         self.layout_key = f"{prefix}m::version"
         self.channel = f"{prefix}m::changes"
+        self.epoch_key = f"{prefix}m::epoch"
         self._layout_checked = False
+        self._indexed: set[str] = set()  # tenants whose session index is known to be complete
         self._put = client.register_script(_PUT_RECORD)
         self._append = client.register_script(_APPEND_LOG)
         self._try_lease = client.register_script(_TRY_LEASE)
         self._release = client.register_script(_RELEASE_LEASE)
+        self._renew = client.register_script(_RENEW_LEASE)
+        self._epoch = client.register_script(_EPOCH)
 
     # --- keys ------------------------------------------------------------------------------------
 
@@ -165,7 +226,7 @@ class RedisBackend:
     def owns(self, key: bytes | str) -> bool:
         """Whether `key` is one of this prefix's keys (and not, say, one of a longer prefix's)."""
         try:
-            text = _text(key)
+            text = _as_str(key)
         except UnicodeDecodeError:
             return False
         if not text.startswith(self.prefix):
@@ -186,28 +247,77 @@ class RedisBackend:
         return None if rev is None or data is None else StoredRecord(int(rev), decode(data))
 
     async def put_record(
-        self, tenant: str, key: str, data: str, *, expected_rev: int, head_of: str | None = None
+        self,
+        tenant: str,
+        key: str,
+        data: str,
+        *,
+        expected_rev: int,
+        head_of: str | None = None,
+        fence: tuple[str, str] | None = None,
     ) -> bool:
-        """Store `data` if the record is still at `expected_rev`, move the head if asked, and publish."""
+        """Store `data` if the record is still at `expected_rev` (and, with a `fence` (lease name,
+        owner), only while that owner holds the lease), move the head if asked, and publish."""
         rkey = self.key("r", tenant, key)
-        keys = [self.layout_key, rkey]
+        keys = [self.layout_key, rkey, rkey if head_of is None else self.key("h", tenant, head_of)]
+        keys.append(rkey if head_of is None else self.key("s", tenant, ""))  # the tenant's session index
         args: list[str | int | bytes] = [
             LAYOUT_VERSION,
             expected_rev,
             encode(data),
             secrets.token_hex(8),
             self.channel,
+            "" if head_of is None else key,
+            head_of or "",
         ]
-        if head_of is not None:
-            keys.append(self.key("h", tenant, head_of))
-            args.append(key)
-        return bool(await self._call(lambda _: self._put(keys=keys, args=args)))
+        if fence is not None:
+            keys.append(self.key("x", tenant, fence[0]))
+            args.append(fence[1])
+        done = await self._call(lambda _: self._put(keys=keys, args=args))
+        if done == -1 and fence is not None:
+            raise lease_lost(fence[0])
+        return bool(done)
 
     async def get_head(self, tenant: str, session_id: str) -> str | None:
         """The snapshot most recently created in the session, or None."""
         hkey = self.key("h", tenant, session_id)
         head = await self._call(lambda _: self.client.get(hkey))
-        return None if head is None else _text(head)
+        return None if head is None else _as_str(head)
+
+    async def list_heads(self, tenant: str, after: str | None, limit: int) -> list[tuple[str, str]]:
+        """Up to `limit` sessions of the tenant after `after` (byte order), with their heads: a
+        range of the tenant's session index, then its heads (ids whose head is gone are skipped)."""
+        index = self.key("s", tenant, "")
+        await self._index_once(tenant, index)
+        start = "(" + ("\x00" if after is None else after)
+        out: list[tuple[str, str]] = []
+        while len(out) < limit:
+            want = limit - len(out)
+            page: list[str | int] = ["ZRANGEBYLEX", index, start, "+", "LIMIT", 0, want]
+            names = [_as_str(i) for i in await self._call(lambda _, c=page: self._raw(*c))]  # type: ignore[misc]
+            if not names:
+                break
+            hkeys = [self.key("h", tenant, n) for n in names]
+            heads = await self._call(lambda _, k=hkeys: self._raw("MGET", *k))  # type: ignore[misc]
+            out += [(n, _as_str(h)) for n, h in zip(names, heads, strict=True) if h is not None]
+            if len(names) < want:
+                break
+            start = "(" + names[-1]
+        return out
+
+    async def _index_once(self, tenant: str, index: str) -> None:
+        """Fill the tenant's session index from its heads, once per store (sessions written by a
+        turnkit older than the index are listed too); the member NUL marks it done."""
+        if tenant in self._indexed:
+            return
+        if await self._call(lambda _: self._raw("ZSCORE", index, "\x00")) is None:
+            found = await self._keys(glob_escape(f"{self.prefix}h:{encode_part(tenant)}:") + "*")
+            ids = [_decode_part(_as_str(k).rsplit(":", 1)[1]) for k in found]
+            for i in range(0, len(ids), 1000):
+                members: list[str | int] = [x for n in ids[i : i + 1000] for x in (0, n)]
+                await self._call(lambda _, m=members: self._raw("ZADD", index, *m))  # type: ignore[misc]
+            await self._call(lambda _: self._raw("ZADD", index, 0, "\x00"))
+        self._indexed.add(tenant)
 
     async def append_log(self, tenant: str, log_id: str, start: int, entries: Sequence[str]) -> bool:
         """Append to a log that holds exactly `start` entries."""
@@ -233,7 +343,7 @@ class RedisBackend:
     async def try_lease(self, tenant: str, name: str, owner: str, ttl: float) -> bool:
         """Take or renew a lease (Redis expires it after `ttl` seconds) unless another owner holds it."""
         keys = [self.key("x", tenant, name)]
-        args: list[str | int] = [owner, max(1, round(ttl * 1000))]
+        args: list[str | int] = [owner, max(1, round(ttl * 1000)), _LEASE_KEEP_MS]
         return bool(await self._call(lambda _: self._try_lease(keys=keys, args=args)))
 
     async def release_lease(self, tenant: str, name: str, owner: str) -> None:
@@ -241,7 +351,63 @@ class RedisBackend:
         keys, args = [self.key("x", tenant, name)], [owner]
         await self._call(lambda _: self._release(keys=keys, args=args))
 
+    async def renew_lease(self, tenant: str, name: str, owner: str, ttl: float) -> bool:
+        """Extend the lease if `owner` still holds it; never take it afresh."""
+        keys = [self.key("x", tenant, name)]
+        args: list[str | int] = [owner, max(1, round(ttl * 1000)), _LEASE_KEEP_MS]
+        return bool(await self._call(lambda _: self._renew(keys=keys, args=args)))
+
     # --- maintenance -------------------------------------------------------------------------------
+
+    async def store_epoch(self) -> str:
+        """The identity of the data under this prefix: made with it, made anew once it is gone."""
+        keys, args = [self.epoch_key], [secrets.token_hex(8)]
+        return _as_str(await self._call(lambda _: self._epoch(keys=keys, args=args)))
+
+    async def _keys(self, pattern: str) -> list[bytes | str]:
+        async def scan(_: bool) -> list[bytes | str]:
+            return [k async for k in self.client.scan_iter(match=pattern, count=1000) if self.owns(k)]
+
+        return await self._call(scan)
+
+    async def list_tenants(self) -> list[str]:
+        """Every tenant holding records, heads or logs under this prefix."""
+        found: set[str] = set()
+        for key in await self._keys(glob_escape(self.prefix) + "*"):
+            kind, tenant, _ = _as_str(key)[len(self.prefix) :].split(":")
+            if kind in "rhl":
+                found.add(_decode_part(tenant))
+        return sorted(found)
+
+    async def scan_records(self, tenant: str) -> list[tuple[str, StoredRecord]]:
+        """Every record of a tenant, with its key."""
+        keys = await self._keys(glob_escape(f"{self.prefix}r:{encode_part(tenant)}:") + "*")
+        out = []
+        for rkey in keys:
+            rev, data = await self._call(functools.partial(self._hmget_record, _as_str(rkey)))
+            if rev is not None and data is not None:
+                out.append(
+                    (_decode_part(_as_str(rkey).rsplit(":", 1)[1]), StoredRecord(int(rev), decode(data)))
+                )
+        return out
+
+    async def delete_data(
+        self, tenant: str, *, records: Sequence[str], logs: Sequence[str], heads: Sequence[str]
+    ) -> None:
+        """Delete these records, logs and heads."""
+        doomed = [self.key("r", tenant, k) for k in records] + [self.key("l", tenant, g) for g in logs]
+        doomed += [self.key("h", tenant, h) for h in heads]
+        for i in range(0, len(doomed), 500):
+            await self._call(functools.partial(self._unlink, doomed[i : i + 500]))
+        for i in range(0, len(heads), 500):
+            gone = list(heads[i : i + 500])
+            await self._call(lambda _, g=gone: self._raw("ZREM", self.key("s", tenant, ""), *g))  # type: ignore[misc]
+
+    async def _hmget_record(self, rkey: str, _retry: bool) -> Any:
+        return await self._raw("HMGET", rkey, "rev", "data")
+
+    async def _unlink(self, keys: list[str], _retry: bool) -> Any:
+        return await self.client.unlink(*keys)
 
     async def purge(self) -> int:
         """Delete every key of this prefix (records, heads, logs, leases, version); return how many."""
@@ -252,6 +418,7 @@ class RedisBackend:
         for i in range(0, len(doomed), 500):
             await self.client.unlink(*doomed[i : i + 500])
         self._layout_checked = False
+        self._indexed.clear()
         return len(doomed)
 
     # --- plumbing ----------------------------------------------------------------------------------
@@ -259,7 +426,7 @@ class RedisBackend:
     async def _raw(self, *command: str | int) -> Any:
         """Run one command and return its reply as bytes, whatever the client's `decode_responses`."""
         execute: Callable[..., Awaitable[Any]] = self.client.execute_command  # untyped in redis-py
-        return await execute(*command, **_RAW)
+        return await execute(*command, **_AS_BYTES)
 
     async def _call(self, op: Callable[[bool], Awaitable[_T]]) -> _T:
         """Run `op` (told whether it is a retry), retrying when the connection drops under it.
@@ -277,15 +444,26 @@ class RedisBackend:
                 log.debug("Redis connection lost; retrying", exc_info=True)
                 await asyncio.sleep(delay)
             except ResponseError as exc:
-                if str(exc).startswith(_LAYOUT_ERROR):
-                    raise self._layout_refused(str(exc)[len(_LAYOUT_ERROR) + 1 :]) from None
+                text = str(exc)
+                if text.startswith(_LAYOUT_ERROR):
+                    raise self._layout_refused(text[len(_LAYOUT_ERROR) + 1 :]) from None
+                if isinstance(exc, OutOfMemoryError) or text.startswith("OOM"):  # maxmemory: a full disk
+                    raise TurnkitError(
+                        "RESOURCE_EXHAUSTED", f"Redis is out of memory: {text}", public=False
+                    ) from exc
+                if isinstance(exc, ReadOnlyError) or text.startswith(
+                    ("MASTERDOWN", "MISCONF")
+                ):  # no writes now
+                    raise TurnkitError(
+                        "UNAVAILABLE", f"Redis cannot take writes: {text}", public=False
+                    ) from exc
                 raise
         raise AssertionError("unreachable")
 
     async def _check_layout(self) -> None:
         stored = await self.client.get(self.layout_key)
-        if stored is not None and _text(stored) != str(LAYOUT_VERSION):
-            raise self._layout_refused(_text(stored))
+        if stored is not None and _as_str(stored) != str(LAYOUT_VERSION):
+            raise self._layout_refused(_as_str(stored))
         self._layout_checked = True
 
     def _layout_refused(self, stored: str) -> TurnkitError:
@@ -298,101 +476,42 @@ class RedisBackend:
         )
 
 
-class _Notifier:
-    """One pub/sub subscription per store instance: wakes the local waiters of records that changed.
-
-    Until the subscription is confirmed (and after it drops) a waiter returns as soon as it is in
-    place again or a poll interval passes, so a change that was published meanwhile is read anyway.
-    """
+class RedisChangeFeed(ChangeFeed[str]):
+    """One pub/sub subscription per store instance, waking the local waiters of the record keys
+    published on the store's channel."""
 
     def __init__(self, client: Redis, channel: str) -> None:
+        super().__init__()
         self.client = client
         self.channel = channel
-        self._events: weakref.WeakValueDictionary[str, asyncio.Event] = weakref.WeakValueDictionary()
-        self._ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
 
-    def waiter(self, key: str, timeout: float) -> Callable[[], Awaitable[None]]:
-        """Start listening for a change of record `key`; the result waits for one (or `timeout`)."""
-        if self._closed:
-            return lambda: asyncio.sleep(timeout)
-        self._start()
-        event = self._events.get(key)
-        if event is None:
-            event = self._events[key] = asyncio.Event()
-        ready = self._ready
-        subscribed = ready.is_set()
-
-        async def wait() -> None:
-            # The closure holds the event, which keeps it in the weak map while someone waits.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await (event.wait() if subscribed else ready.wait())
-
-        return wait
-
-    def _start(self) -> None:
-        if self._task is None or self._task.done():
-            self._ready = asyncio.Event()  # events belong to one event loop: start afresh
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"listen {self.channel}")
-
-    async def close(self) -> None:
-        """Stop listening for good: waiters made from now on only poll."""
-        self._closed = True
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    def _wake_all(self) -> None:
-        events = list(self._events.values())
-        self._events.clear()
-        for event in events:
-            event.set()
-
-    async def _run(self) -> None:
+    async def _listen(self) -> None:
         task = asyncio.current_task()
-        delay = 0.05
-        while True:
-            pubsub = self.client.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                while True:
-                    # redis-py sends through `asyncio.wait_for`, which on Python 3.11 can swallow a
-                    # cancellation that lands as a send completes: notice it, and read in short beats.
-                    if task is not None and task.cancelling():
-                        raise asyncio.CancelledError
-                    message = await pubsub.get_message(timeout=_LISTEN_BEAT)
-                    if message is None:
-                        continue
-                    if message["type"] == "message":
-                        event = self._events.pop(_text(message["data"]), None)
-                        if event is not None:
-                            event.set()
-                    elif message["type"] == "subscribe":
-                        # (Re)subscribed, perhaps after a silent reconnect: changes may have been missed.
-                        self._ready.set()
-                        self._wake_all()
-                        delay = 0.05
-            except Exception as exc:
-                # Connection lost (or refused): wake everyone to read again, then resubscribe.
-                lost = isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError))
-                log.log(
-                    logging.DEBUG if lost else logging.WARNING,
-                    "Redis pub/sub failed (%s); resubscribing",
-                    exc,
-                )
-                self._ready.clear()  # before the wake-up: whoever waits again waits for the resubscription
-                self._wake_all()
-            finally:
-                self._ready.clear()
-                close: Callable[[], Awaitable[None]] = pubsub.aclose  # untyped in redis-py
-                with contextlib.suppress(Exception):
-                    await close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+        pubsub = self.client.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            while True:
+                # redis-py sends through `asyncio.wait_for`, which on Python 3.11 can swallow a
+                # cancellation that lands as a send completes: notice it, and read in short beats.
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError
+                message = await pubsub.get_message(timeout=_LISTEN_BEAT)
+                if message is None:
+                    continue
+                if message["type"] == "message":
+                    self.wake(_as_str(message["data"]))
+                elif message["type"] == "subscribe":
+                    # (Re)subscribed, perhaps after a silent reconnect: changes may have been missed.
+                    self.on_subscribed()
+        finally:
+            close: Callable[[], Awaitable[None]] = pubsub.aclose  # untyped in redis-py
+            with contextlib.suppress(Exception):
+                await close()
+
+    def _lost(self, exc: Exception) -> None:
+        # A lost connection is routine (it is resubscribed); anything else deserves a warning.
+        lost = isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError))
+        log.log(logging.DEBUG if lost else logging.WARNING, "Redis pub/sub failed (%s); resubscribing", exc)
 
 
 class RedisSessionStore(LinearSessionStore):
@@ -414,7 +533,7 @@ class RedisSessionStore(LinearSessionStore):
         self.backend: RedisBackend
         self.client = client
         self.prefix = prefix
-        self._notifier = _Notifier(client, self.backend.channel)
+        self.changes = RedisChangeFeed(client, self.backend.channel)
 
     def change_waiter(
         self, snapshot_id: str, *, context: Mapping[str, Any] | None = None
@@ -424,8 +543,11 @@ class RedisSessionStore(LinearSessionStore):
             asyncio.get_running_loop()
         except RuntimeError:  # no loop to listen on: poll
             return super().change_waiter(snapshot_id, context=context)
+        if self.changes.closed:
+            return super().change_waiter(snapshot_id, context=context)
         key = self.backend.key("r", self.tenant_key(context), snapshot_id)
-        return self._notifier.waiter(key, self.poll_interval)
+        self.changes.start(name=f"listen {self.changes.channel}")
+        return self.changes.waiter(key, self.poll_interval)
 
     async def purge(self) -> int:
         """Delete all of this store's data (every key under its prefix, no other); return the key count."""
@@ -434,6 +556,6 @@ class RedisSessionStore(LinearSessionStore):
 
     async def close(self) -> None:
         """Stop the pub/sub listener and, if the store opened it from a URL, its connection pool."""
-        await self._notifier.close()
+        await self.changes.close()
         if self._owns_client:
             await self.client.aclose()
