@@ -266,3 +266,31 @@ def test_notify_points_traces_at_the_telemetry_server(runtime: Runtime) -> None:
     finally:
         receiver.shutdown()
         receiver.server_close()
+
+
+def test_runtime_file_appears_whole_and_nothing_else_lands_in_the_runtimes_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's watcher parses every file added under .genkit/runtimes: the partial file is
+    written beside it and renamed in."""
+    from turnkit._devui import RuntimeFile
+
+    runtimes = tmp_path / ".genkit" / "runtimes"
+    renames: list[tuple[Path, list[str]]] = []
+    real_replace = os.replace
+
+    def watching_replace(src: Any, dst: Any) -> None:
+        renames.append((Path(src), sorted(p.name for p in runtimes.iterdir())))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", watching_replace)
+    runtime = RuntimeFile(runtimes, "http://127.0.0.1:1", 1)
+    runtime.write()
+    ((source, present_before),) = renames
+    assert present_before == []  # nothing showed up in the watched directory before the rename
+    assert source.parent == runtimes.parent  # same filesystem: the rename is atomic
+    assert [p.name for p in runtimes.iterdir()] == [runtime.path.name]
+    assert json.loads(runtime.path.read_text())["reflectionServerUrl"] == "http://127.0.0.1:1"
+    assert sorted(p.name for p in runtimes.parent.iterdir()) == ["runtimes"]  # no partial file left
+    runtime.remove()
+    assert list(runtimes.iterdir()) == []

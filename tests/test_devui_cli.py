@@ -121,7 +121,8 @@ def test_stream_an_agent_turn_and_read_its_span_tree(devui: DevUi) -> None:
     trace_id = last["telemetry"]["traceId"]
     assert res.headers["x-genkit-trace-id"] == trace_id
 
-    # Action span -> turn -> generate -> 2 model calls + 1 tool call.
+    # Action span -> turn (Genkit's `runTurn-1` step: one span named for the agent) -> generate ->
+    # 2 model calls + 1 tool call.
     trace = devui.trace(trace_id, spans=6)
     spans = {s["displayName"]: s for s in trace["spans"].values()}
     names = sorted(s["displayName"] for s in trace["spans"].values())
@@ -130,10 +131,10 @@ def test_stream_an_agent_turn_and_read_its_span_tree(devui: DevUi) -> None:
         "chat dev/echo",
         "execute_tool get_weather",
         "generate",
-        "invoke_agent weather",
+        "runTurn-1",
         "weather",
     ]
-    root, turn, gen = spans["weather"], spans["invoke_agent weather"], spans["generate"]
+    root, turn, gen = spans["weather"], spans["runTurn-1"], spans["generate"]
     assert "parentSpanId" not in root and root["attributes"]["genkit:isRoot"] is True
     assert trace["displayName"] == "weather"
     assert turn["parentSpanId"] == root["spanId"]
@@ -147,4 +148,5 @@ def test_stream_an_agent_turn_and_read_its_span_tree(devui: DevUi) -> None:
     assert "Paris" in attrs["genkit:input"]  # contents are recorded in development
     model_attrs = spans["chat dev/echo"]["attributes"]
     assert model_attrs["gen_ai.request.model"] == "dev/echo"
-    assert model_attrs["genkit:path"].startswith("/{weather,t:action,s:agent}/{weather,t:action,s:agent}/")
+    assert model_attrs["genkit:path"].startswith("/{weather,t:action,s:agent}/{runTurn-1,t:flowStep}/")
+    assert [s["attributes"]["genkit:name"] for s in trace["spans"].values()].count("weather") == 1

@@ -24,7 +24,7 @@ from turnkit.errors import TurnkitError
 from turnkit.sessions import FileSessionStore
 from turnkit.sessions import _file as file_module
 from turnkit.sessions._file import FileBackend, encode_name
-from turnkit.sessions._journal import CHAIN, JOURNAL_FORMAT_VERSION, MAGIC
+from turnkit.sessions._journal import CHAIN, JOURNAL_FORMAT_VERSION, MAGIC, MISS
 from turnkit.sessions._journal_format import check_header, encode_frame, encode_string, uvarint
 from turnkit.sessions._worker import WorkerThread
 from turnkit.types import Message, SessionSnapshot, SessionState
@@ -297,6 +297,66 @@ async def test_a_hot_turn_takes_two_hops_and_reads_take_none(
         assert got is not None and got.state is not None and got.state.messages == history
         assert await store.read_status(snapshot.snapshot_id) == "completed"
         assert hops == ["append_log", "put_record"]  # answered from the index
+
+
+async def test_cold_lookups_take_no_hop_and_leave_the_cache_to_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Many sessions, each looked up once by a new instance: nothing is cached, yet no read needs the
+    # worker thread (a hop costs more than decoding a chain, and more still across CPUs).
+    writer = FileSessionStore(tmp_path, fsync=False)
+    sessions = {}
+    for i in range(60):
+        history = turn(i)
+        await put(writer, snap(f"k{i}", session=f"s{i}", messages=history, custom={"i": i}))
+        sessions[f"s{i}"] = (f"k{i}", history)
+    hops: list[str] = []
+    submit = WorkerThread.submit
+
+    def counting(self: Any, fn: Any, *args: Any) -> Any:
+        hops.append(fn.__name__)
+        return submit(self, fn, *args)
+
+    monkeypatch.setattr(WorkerThread, "submit", counting)
+    store = FileSessionStore(tmp_path)
+    assert await store.get_snapshot(session_id="none") is None  # indexes the journal: one hop
+    journal = store.backend.journal()
+    journal.cache.clear()
+    hops.clear()
+    for session, (key, history) in sessions.items():
+        got = await store.get_snapshot(session_id=session)
+        assert got is not None and got.snapshot_id == key and got.state is not None
+        assert got.state.messages == history and got.state.custom == {"i": int(session[1:])}
+    assert hops == [] and len(journal.cache) == 0  # decoded on this thread, cached by none
+
+
+@pytest.mark.parametrize("meanwhile", ["worker runs", "file closed"])
+async def test_a_cold_read_racing_the_worker_is_left_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, meanwhile: str
+) -> None:
+    first = FileBackend(tmp_path)
+    assert await first.put_record("", "k", "one " * 50, expected_rev=0, head_of="s")
+    assert await first.append_log("", "log", 0, ["a", "b"])
+    backend = FileBackend(tmp_path)
+    assert await backend.get_head("", "s") == "k"  # indexed
+    journal = backend.journal()
+    journal.cache.clear()
+    pread = os.pread
+
+    def racing(fd: int, n: int, offset: int) -> bytes:
+        # What the worker may do while a caller's thread decodes: change the index, or close the
+        # file (its descriptor then reads as nothing, or as some other file).
+        if meanwhile == "worker runs":
+            journal.busy += 2
+            return pread(fd, n, offset)
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(os, "pread", racing)
+    assert journal.peek_record("k") is MISS and journal.peek_log("log", 0, 2) is MISS
+    monkeypatch.setattr(os, "pread", pread)
+    got = await backend.get_record("", "k")  # the worker answers instead
+    assert got is not None and (got.rev, got.data) == (1, "one " * 50)
+    assert await backend.read_log("", "log", 0, 2) == ["a", "b"]
 
 
 # --- bounded reads, other instances and processes -------------------------------------------------

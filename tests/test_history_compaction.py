@@ -151,6 +151,82 @@ async def test_a_summary_is_made_once_for_the_same_dropped_messages() -> None:
     assert calls == [2]
 
 
+def wire(role: str, *parts: dict[str, Any]) -> Message:
+    return Message.from_wire({"role": role, "content": list(parts)})
+
+
+def described(request: ModelRequest) -> list[str]:
+    """Each message as `role:text`, or `role:request`/`role:response` for a tool part."""
+    out = []
+    for m in request.messages:
+        part = m.content[0]
+        kind = "request" if part.tool_request else "response" if part.tool_response else part.text
+        out.append(f"{m.role}:{kind}")
+    return out
+
+
+async def test_system_messages_stay_where_they_were() -> None:
+    ai, pm = app()
+    pm.program([reply("x")])
+    history = [
+        wire("system", {"text": "Be brief."}),
+        wire("user", {"text": "q0"}),
+        wire("model", {"text": "a0"}),
+        wire("user", {"text": "q1"}),
+        wire("model", {"text": "a1"}),
+        wire("system", {"text": "From here on, answer in French."}),
+    ]
+    await ai.generate(messages=history, prompt="q2", use=[HistoryCompaction(max_messages=3)])
+    # The oldest turn goes; the instruction given between turns still comes after the turn before it
+    # (not moved to the front, where it would read as the opening instruction), and is not counted.
+    assert described(pm.requests[-1]) == [
+        "system:Be brief.",
+        "user:q1",
+        "model:a1",
+        "system:From here on, answer in French.",
+        "user:q2",
+    ]
+
+
+@pytest.mark.parametrize("max_messages", [2, 3, 4])
+async def test_an_earlier_turn_with_a_tool_round_is_dropped_whole(max_messages: int) -> None:
+    ai, pm = app()
+    pm.program([reply("x")])
+    history = [
+        wire("user", {"text": "q0"}),
+        wire("model", {"text": "a0"}),
+        wire("user", {"text": "weather?"}),
+        wire("model", {"toolRequest": {"name": "lookup", "ref": "1", "input": {}}}),
+        wire("tool", {"toolResponse": {"name": "lookup", "ref": "1", "output": "sunny"}}),
+        wire("model", {"text": "sunny"}),
+    ]
+    await ai.generate(messages=history, prompt="q2", use=[HistoryCompaction(max_messages=max_messages)])
+    # Cutting at the tool request or its response would fit the budget, but would send a response
+    # without its request (or a turn without its question): the whole tool-round turn goes instead.
+    assert described(pm.requests[-1]) == ["user:q2"]
+
+
+async def test_a_tool_round_is_kept_whole_when_its_turn_fits() -> None:
+    ai, pm = app()
+    pm.program([reply("x")])
+    history = [
+        wire("user", {"text": "q0"}),
+        wire("model", {"text": "a0"}),
+        wire("user", {"text": "weather?"}),
+        wire("model", {"toolRequest": {"name": "lookup", "ref": "1", "input": {}}}),
+        wire("tool", {"toolResponse": {"name": "lookup", "ref": "1", "output": "sunny"}}),
+        wire("model", {"text": "sunny"}),
+    ]
+    await ai.generate(messages=history, prompt="q2", use=[HistoryCompaction(max_messages=5)])
+    assert described(pm.requests[-1]) == [
+        "user:weather?",
+        "model:request",
+        "tool:response",
+        "model:sunny",
+        "user:q2",
+    ]
+
+
 @pytest.mark.parametrize(
     ("options", "named"),
     [

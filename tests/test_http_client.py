@@ -127,6 +127,44 @@ async def test_detach_poll_wait_and_abort(demo: tuple[DemoApp, str], agents: dic
     assert loaded.loaded is not None and loaded.loaded.snapshot_id == background.snapshot_id
 
 
+def _with_usage(reply: dict[str, Any], input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    return {**reply, "usage": {"inputTokens": input_tokens, "outputTokens": output_tokens}}
+
+
+async def test_turn_usage_reaches_the_remote_client(
+    demo: tuple[DemoApp, str], agents: dict[str, RemoteAgent]
+) -> None:
+    app, _ = demo
+    # A tool loop: two model calls, whose usage the turn sums.
+    app.pm.program([_with_usage(tool_call("whoami"), 5, 1), _with_usage(text_reply("you"), 7, 2)] * 2)
+    sent = await agents["chat"].chat().send("who?")
+    assert sent.usage is not None and (sent.usage.input_tokens, sent.usage.output_tokens) == (12, 3)
+    streamed = agents["stateless"].chat().send_stream("who?")
+    _ = [c async for c in streamed.stream]
+    usage = (await streamed.response).usage
+    assert usage is not None and (usage.input_tokens, usage.output_tokens) == (12, 3)
+
+
+async def test_usage_goes_on_the_wire_only_when_asked(demo: tuple[DemoApp, str]) -> None:
+    """Genkit's Python client rejects an output field its AgentOutput lacks: usage is opt-in."""
+    app, url = demo
+    app.pm.program([_with_usage(text_reply("hi"), 4, 1)] * 4)
+    body = {"data": {"message": {"role": "user", "content": [{"text": "x"}]}}}
+    asked = {"turnkit-usage": "1"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        plain = (await client.post(f"{url}/agents/stateless", json=body)).json()["result"]
+        assert "usage" not in plain and plain["finishReason"] == "stop"
+        answered = (await client.post(f"{url}/agents/stateless", json=body, headers=asked)).json()
+        assert answered["result"]["usage"] == {"inputTokens": 4, "outputTokens": 1}
+        for headers in ({}, asked):
+            stream = await client.post(f"{url}/agents/stateless?stream=true", json=body, headers=headers)
+            frames = FrameReader().feed(stream.text)
+            assert "result" in frames[-1]
+            assert frames[-1]["result"].get("usage") == (
+                {"inputTokens": 4, "outputTokens": 1} if headers else None
+            )
+
+
 async def test_interrupt_respond_and_restart(
     demo: tuple[DemoApp, str], agents: dict[str, RemoteAgent]
 ) -> None:

@@ -221,7 +221,8 @@ async def test_hostile_ids_round_trip_exactly_through_the_backend(
             assert not await backend.try_lease(tenant, i, "someone else", 30)
     # One key per (kind, tenant, id): nothing collided, and every key has the layout's shape.
     keys = keys_of(store)
-    assert len(keys) == 4 * len(TENANTS) * len(ids) + 1 + len(TENANTS)  # + each tenant's session index
+    # 5 kinds per id: record, head, log, lease, and the session's record index; + each tenant's session index
+    assert len(keys) == 5 * len(TENANTS) * len(ids) + 1 + len(TENANTS)
     assert all(k.count(b":") - store.prefix.count(":") == 2 for k in keys)
 
 

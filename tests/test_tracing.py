@@ -4,6 +4,7 @@ turn, read back from the OpenTelemetry SDK's in-memory exporter."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -14,11 +15,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from turnkit import Turnkit
-from turnkit._tracing import configure, reset_configuration, tracing_active
+from turnkit import Turnkit, TurnkitError
+from turnkit._tracing import configure, reset_configuration, root_span, tracing_active
 from turnkit.sessions import InMemorySessionStore
+from turnkit.sessions._memory import MemoryBackend
 from turnkit.testing import ProgrammableModel, define_programmable_model
-from turnkit.types import AgentFinishReason
+from turnkit.types import AgentFinishReason, AgentInput, Message, Part
 
 USAGE = {"inputTokens": 7, "outputTokens": 3, "totalTokens": 10}
 
@@ -373,3 +375,130 @@ async def test_a_session_continued_by_another_app_keeps_its_session_id(
     turns = by_name(spans)["invoke_agent shared"]
     assert [attrs(t)["turnkit.session.id"] for t in turns] == [first.output.session_id] * 2
     assert attrs(turns[1])["turnkit.snapshot.parent_id"] == first.output.snapshot_id
+
+
+class _FlakyBackend(MemoryBackend):
+    """An in-memory store whose writes fail while `down` (an unreachable store)."""
+
+    down = False
+
+    async def put_record(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            raise TurnkitError("UNAVAILABLE", "store unreachable at 10.0.0.7")
+        return await super().put_record(*args, **kwargs)
+
+
+async def test_a_turn_whose_save_fails_is_traced_as_failed(spans: InMemorySpanExporter, app: Any) -> None:
+    ai, pm = app
+    pm.program([reply("one"), reply("two")])
+    backend = _FlakyBackend()
+    agent = ai.define_agent("saver", model="test/prog", store=InMemorySessionStore(backend=backend))
+    await agent.chat().send("one")
+    spans.clear()
+    backend.down = True
+    with pytest.raises(TurnkitError) as caught:
+        await agent.chat().send("two")
+    assert caught.value.status == "UNAVAILABLE"
+
+    (turn,) = by_name(spans)["invoke_agent saver"]
+    t = attrs(turn)
+    assert turn.status.status_code == StatusCode.ERROR
+    assert t["genkit:state"] == "error" and t["error.type"] == "UNAVAILABLE"
+    assert t["turnkit.turn.finish_reason"] == "failed"
+    assert "genkit:output" not in t  # the handler's answer was not kept
+    assert [e.name for e in turn.events] == ["exception"]
+    assert "store unreachable" in str(dict(turn.events[0].attributes or {}))  # content is recorded here
+
+
+async def _finished(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
+    """The finished span `name`, once a background turn has ended it (10 s at most)."""
+    async with asyncio.timeout(10):
+        while True:
+            found = by_name(exporter).get(name)
+            if found:
+                return found[0]
+            await asyncio.sleep(0.01)
+
+
+async def test_a_turn_detached_midway_is_marked_on_its_span(spans: InMemorySpanExporter, app: Any) -> None:
+    ai, pm = app
+    pm.program([reply("done in the background")])
+    pm.gate = asyncio.Event()
+    agent = ai.define_agent("midway", model="test/prog", store=InMemorySessionStore())
+    conn = await agent.stream_bidi()
+    await conn.send(AgentInput(message=Message(role="user", content=[Part(text="go")])))
+    await pm.wait_for_calls(1)  # the turn is running, attached
+    detached = await conn.detach()
+    assert detached.finish_reason == "detached"
+    pm.gate.set()
+
+    turn = await _finished(spans, "invoke_agent midway")
+    t = attrs(turn)
+    assert t["turnkit.turn.detached"] is True
+    assert [e.name for e in turn.events] == ["detached"]
+    assert t["turnkit.snapshot.id"] == detached.snapshot_id
+    assert t["turnkit.turn.finish_reason"] == "stop" and t["genkit:state"] == "success"
+
+
+async def test_with_content_off_a_failure_keeps_its_type_not_its_text(
+    spans: InMemorySpanExporter, app: Any
+) -> None:
+    ai, pm = app
+    configure(record_content=False)
+
+    def broken(request: Any, ctx: Any) -> Any:
+        raise RuntimeError("cannot reach db for user alice@example.com")
+
+    pm.handler = broken
+    agent = ai.define_agent("private", model="test/prog")
+    out = await agent.run(None, [{"message": {"role": "user", "content": [{"text": "hi"}]}}])
+    assert out.finish_reason == AgentFinishReason.FAILED
+
+    found = by_name(spans)
+    (model_call,) = found["chat test/prog"]
+    (turn,) = found["invoke_agent private"]
+    for span in (model_call, found["generate"][0], turn):
+        assert span.status.status_code == StatusCode.ERROR and attrs(span)["genkit:state"] == "error"
+        recorded = json.dumps(
+            [attrs(span), span.status.description, [dict(e.attributes or {}) for e in span.events]],
+            default=str,
+        )
+        assert "alice" not in recorded and "Traceback" not in recorded
+    assert model_call.status.description == "RuntimeError"
+    (event,) = model_call.events
+    assert event.name == "exception" and dict(event.attributes or {}) == {
+        "exception.type": "RuntimeError",
+        "exception.escaped": False,
+    }
+    assert attrs(model_call)["error.type"] == "RuntimeError"
+    assert attrs(turn)["error.type"] == attrs(turn)["genkit:error"] == "INTERNAL"
+
+
+async def test_an_agent_run_as_its_own_action_has_one_agent_span(
+    spans: InMemorySpanExporter, app: Any
+) -> None:
+    """The Developer UI runs an agent under its action span: the turn inside is Genkit's
+    `runTurn-<n>` flow step, not a second span named for the agent."""
+    ai, pm = app
+    pm.program([reply("one"), reply("two")])
+    agent = ai.define_agent("helper", model="test/prog", store=InMemorySessionStore())
+    user = {"message": {"role": "user", "content": [{"text": "hi"}]}}
+    with root_span("helper", "agent", user):
+        await agent.run(None, [user, user])
+
+    finished = spans.get_finished_spans()
+    agent_named = [s for s in finished if attrs(s)["genkit:name"] == "helper"]
+    (action,) = agent_named
+    turns = sorted((s for s in finished if s.name.startswith("runTurn-")), key=lambda s: s.name)
+    assert [s.name for s in turns] == ["runTurn-1", "runTurn-2"]
+    for i, turn in enumerate(turns, start=1):
+        t = attrs(turn)
+        assert parent_of(turn) == sid(action)
+        assert t["genkit:name"] == f"runTurn-{i}" and t["genkit:type"] == "flowStep"
+        assert "genkit:metadata:subtype" not in t
+        assert t["genkit:path"] == f"/{{helper,t:action,s:agent}}/{{runTurn-{i},t:flowStep}}"
+        assert t["gen_ai.operation.name"] == "invoke_agent" and t["gen_ai.agent.name"] == "helper"
+    (first_generate, _) = sorted(by_name(spans)["generate"], key=lambda s: s.start_time or 0)
+    assert attrs(first_generate)["genkit:path"].startswith(
+        "/{helper,t:action,s:agent}/{runTurn-1,t:flowStep}/"
+    )

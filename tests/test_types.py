@@ -114,6 +114,8 @@ EXAMPLES: list[tuple[str, WireModel]] = [
             snapshot_id="x",
             finish_reason="failed",
             error=ErrorInfo(status="INTERNAL", message="boom", details={"k": 1}),
+            # Not in Genkit's schema (additionalProperties: false): `to_wire` must leave it out.
+            usage=GenerationUsage(input_tokens=1, output_tokens=2),
         ),
     ),
     (

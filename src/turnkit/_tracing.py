@@ -4,14 +4,15 @@ Spans go through `opentelemetry-api` only. Without an SDK (no tracer provider se
 turned off, every helper here returns a shared no-op scope after one cheap check, so an untraced
 turn pays almost nothing.
 
-A turn's tree: `invoke_agent <agent>` -> `generate` -> `chat <model>` per model call and
-`execute_tool <tool>` per tool call (an agent called from a tool nests under that tool's span).
-Attributes follow the OpenTelemetry GenAI semantic conventions (`gen_ai.*`) and carry the
+A turn's tree: `invoke_agent <agent>` (`runTurn-<n>` in a Developer UI run) -> `generate` ->
+`chat <model>` per model call and `execute_tool <tool>` per tool call (an agent called from a tool
+nests under that tool's span). Attributes follow the OpenTelemetry GenAI semantic conventions (`gen_ai.*`) and carry the
 `genkit:*` attributes Genkit's Developer UI reads (name, type, path, input, output, state).
 
 Message contents (`genkit:input` / `genkit:output`) are recorded only when content recording is
 on: by default in development (`GENKIT_ENV=dev`), off otherwise, because traces often leave the
-trust boundary. `TURNKIT_TRACE_CONTENT=1|0` or `configure(record_content=...)` decide it.
+trust boundary. `TURNKIT_TRACE_CONTENT=1|0` or `configure(record_content=...)` decide it. With
+it off, a failed span keeps the exception's type and status but not its message or stack trace.
 `TURNKIT_TRACING=off` or `configure(enabled=False)` turns turnkit's spans off altogether.
 """
 
@@ -234,12 +235,21 @@ def _record_failure(span: Span, exc: BaseException) -> None:
 
 
 def _mark_error(span: Span, exc: BaseException) -> None:
-    message = exc.message if isinstance(exc, TurnkitError) else str(exc)
+    """Fail the span with `exc`. Its message and stack trace go on the span only when content is
+    recorded: an error's text often quotes what the model or a tool was given."""
+    error_type = exc.status if isinstance(exc, TurnkitError) else type(exc).__name__
     span.set_attribute(Attr.GENKIT_STATE, "error")
-    span.set_attribute(Attr.GENKIT_ERROR, message)
-    span.set_attribute(Attr.ERROR_TYPE, exc.status if isinstance(exc, TurnkitError) else type(exc).__name__)
-    span.set_status(StatusCode.ERROR, message)
-    span.record_exception(exc)
+    span.set_attribute(Attr.ERROR_TYPE, error_type)
+    if content_recording():
+        message = exc.message if isinstance(exc, TurnkitError) else str(exc)
+        span.set_attribute(Attr.GENKIT_ERROR, message)
+        span.set_status(StatusCode.ERROR, message)
+        span.record_exception(exc)
+        return
+    span.set_attribute(Attr.GENKIT_ERROR, error_type)
+    span.set_status(StatusCode.ERROR, error_type)
+    # The exception event as `record_exception` writes it, less its message and stack trace.
+    span.add_event("exception", {"exception.type": type(exc).__name__, "exception.escaped": False})
 
 
 class Scope:
@@ -416,6 +426,8 @@ class TurnTrace:
     the handler's generate, model and tool spans nest under it and its usage is summed here; ended
     once the turn's outcome is known. A turn that detaches from the start gets a trace of its own,
     linked to the request that started it, so that request's trace can end while the turn runs on.
+    The span is `invoke_agent <agent>`, or `runTurn-<n>` (Genkit's flow step) directly under the
+    agent's own action span, as in a Developer UI run.
     """
 
     __slots__ = ("_ctx_token", "_path", "_path_token", "_usage", "_usage_token", "span")
@@ -480,12 +492,24 @@ class TurnTrace:
             parent = otel_context.Context()  # a new trace, linked below to the request
             if requester.is_valid:
                 links.append(Link(requester, {"turnkit.link": "started_by"}))
-        path = (_path.get() if not detached else "") + "/{" + quote(agent, safe="") + ",t:action,s:agent}"
+        outer = _path.get() if not detached else ""
+        own_action = "/{" + quote(agent, safe="") + ",t:action,s:agent}"
+        name = f"invoke_agent {agent}"
+        if outer.endswith(own_action):
+            # Run as its own action (the Developer UI's runAction opened the agent's span): named as
+            # Genkit names a turn under its agent action, so the trace holds one agent-named span.
+            name = f"runTurn-{turn_index + 1}"
+            attrs[Attr.GENKIT_NAME] = name
+            attrs[Attr.GENKIT_TYPE] = "flowStep"
+            del attrs[Attr.GENKIT_SUBTYPE]
+            path = f"{outer}/{{{name},t:flowStep}}"
+        else:
+            path = outer + own_action
         attrs[Attr.GENKIT_PATH] = path
         attrs[Attr.GENKIT_QUALIFIED_PATH] = path
         if detached or not requester.is_valid:
             attrs[Attr.GENKIT_IS_ROOT] = True
-        span = _tracer().start_span(f"invoke_agent {agent}", context=parent, attributes=attrs, links=links)
+        span = _tracer().start_span(name, context=parent, attributes=attrs, links=links)
         return cls(span, path)
 
     def active(self) -> TurnTrace:
@@ -506,15 +530,19 @@ class TurnTrace:
         _turn.reset(self._usage_token)
 
     def detached(self) -> None:
-        """Note that the client detached while the turn ran."""
+        """Note that the client detached while the turn ran (the runtime calls it as it detaches)."""
         if self.span is not None:
             self.span.set_attribute(Attr.TURN_DETACHED, True)
             self.span.add_event("detached")
 
     def end_with(self, outcome: Any, finish_reason: str | None) -> GenerationUsage | None:
-        """End the span from a turn handler's outcome (an error fails it); return the turn's usage."""
-        error = outcome if isinstance(outcome, BaseException) else None
-        self.end(finish_reason=finish_reason, error=error, output=getattr(outcome, "message", None))
+        """End the span from a turn's outcome: the handler's result, or what its ending raised (an
+        error fails the span, a cancellation marks it). Return the turn's usage."""
+        if isinstance(outcome, asyncio.CancelledError | KeyboardInterrupt):
+            self.end(finish_reason=None, cancelled=True)
+        else:
+            error = outcome if isinstance(outcome, BaseException) else None
+            self.end(finish_reason=finish_reason, error=error, output=getattr(outcome, "message", None))
         return self._usage
 
     def end(

@@ -464,8 +464,9 @@ class AgentOutput(WireModel):
     artifacts: list[Artifact] | None = None
     finish_reason: _AgentFinishReasonField | None = None
     error: ErrorInfo | None = None
-    # The turn's token usage, summed over its model calls. Local only: Genkit's AgentOutput has no
-    # such field (and its clients reject unknown ones), so it never goes on the wire.
+    # The turn's token usage, summed over its model calls. Genkit's AgentOutput has no such field
+    # and its Python client rejects unknown ones, so `to_wire` leaves it out; turnkit's server adds
+    # it only for a request that asks (`output_to_wire(..., usage=True)`), and `from_wire` reads it.
     usage: GenerationUsage | None = Field(default=None, exclude=True)
 
 

@@ -32,6 +32,7 @@ from turnkit.models import ModelContext, ModelInfo
 from turnkit.sessions import InMemorySessionStore
 from turnkit.types import (
     Artifact,
+    GenerationUsage,
     Message,
     ModelRequest,
     ModelResponse,
@@ -42,6 +43,8 @@ from turnkit.types import (
 
 MODEL = "interop/scripted"
 BLOCK_SECONDS = 30.0
+# What every model call reports using (a turn sums its calls' usage).
+USAGE = GenerationUsage(input_tokens=3, output_tokens=2)
 
 
 def compact(value: Any) -> str:
@@ -53,14 +56,18 @@ def _answer(ctx: ModelContext, text: str) -> ModelResponse:
     """Stream `text` word by word (when the caller streams) and return it as the final message."""
     for i, word in enumerate(text.split(" ")):
         ctx.send_chunk(ModelResponseChunk(role="model", content=[Part(text=word if i == 0 else f" {word}")]))
-    return ModelResponse(message=Message(role="model", content=[Part(text=text)]), finish_reason="stop")
+    return ModelResponse(
+        message=Message(role="model", content=[Part(text=text)]),
+        finish_reason="stop",
+        usage=USAGE,  # every turn then carries usage, so the clients' tests see it on the wire
+    )
 
 
 def _call(ctx: ModelContext, tool: str, input: dict[str, Any], ref: str) -> ModelResponse:
     """A model message that requests one tool (streamed as one chunk, as real models do)."""
     part = Part(tool_request=ToolRequest(name=tool, ref=ref, input=input))
     ctx.send_chunk(ModelResponseChunk(role="model", content=[part]))
-    return ModelResponse(message=Message(role="model", content=[part]), finish_reason="stop")
+    return ModelResponse(message=Message(role="model", content=[part]), finish_reason="stop", usage=USAGE)
 
 
 async def scripted(request: ModelRequest, ctx: ModelContext) -> ModelResponse:

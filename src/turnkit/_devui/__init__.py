@@ -48,11 +48,19 @@ class RuntimeFile:
         }
 
     def write(self) -> None:
-        """Write the file (atomically: the CLI may read it the moment it appears)."""
+        """Write the file (atomically: the CLI may read it the moment it appears).
+
+        The partial file is written beside the runtimes directory (same filesystem, so the rename
+        is atomic), not in it: the CLI's watcher parses every file added there.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".tmp")
-        partial.write_text(json.dumps(self.content), encoding="utf-8")
-        os.replace(partial, self.path)
+        partial = self.path.parent.parent / f".{self.path.name}.tmp"
+        try:
+            partial.write_text(json.dumps(self.content), encoding="utf-8")
+            os.replace(partial, self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()  # left only when writing or renaming failed
         atexit.register(self.remove)
 
     def remove(self) -> None:

@@ -98,6 +98,7 @@ class Invocation:
         self._pending_write: asyncio.Task[None] | None = None
         self._store_abort_watcher: asyncio.Task[None] | None = None  # a detached turn's (see run_turn)
         self.turn_usage: GenerationUsage | None = None  # the last turn's token usage, summed
+        self._turn_trace: TurnTrace | None = None  # the running turn's span, marked if it detaches
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -304,6 +305,7 @@ class Invocation:
             turn_input=item,
             detached=self._detach_requested,
         )
+        self._turn_trace = turn_trace
         with turn_trace.active():  # the handler's spans nest under the turn's, its usage sums there
             task = asyncio.ensure_future(self._run_handler(handle_turn, item, turn))
         # An abort cancels the handler on the loop's next step (a callback, not a watcher task:
@@ -334,16 +336,19 @@ class Invocation:
                 turn_trace.end(finish_reason=None, cancelled=True)
                 raise
         finally:
-            self._current_turn = None
+            self._current_turn = self._turn_trace = None
             turn._call_on_abort(None)
             watcher, self._store_abort_watcher = self._store_abort_watcher, None
             if watcher is not None:
                 # Awaited, not just cancelled: a watcher left behind can outlive the program's loop.
                 await cancel_and_wait(watcher)
         try:
-            return await self._finish_turn(sess, turn, outcome)
-        finally:
-            self.turn_usage = turn_trace.end_with(outcome, sess.finish_reason)
+            keep_going = await self._finish_turn(sess, turn, outcome)
+        except BaseException as exc:  # saving failed: the turn did not succeed, whatever the handler did
+            self.turn_usage = turn_trace.end_with(exc, AgentFinishReason.FAILED)
+            raise
+        self.turn_usage = turn_trace.end_with(outcome, sess.finish_reason)
+        return keep_going
 
     async def _run_handler(
         self, handle_turn: TwoArgumentTurnHandler, item: AgentInput, turn: TurnContext
@@ -472,6 +477,8 @@ class Invocation:
         if self._detached:
             return
         self._detached = True
+        if self._turn_trace is not None:
+            self._turn_trace.detached()
         self._pending_write = asyncio.ensure_future(self._write_pending_and_answer(turn))
         self._watch_store_for_abort(turn)
 

@@ -27,6 +27,7 @@ import httpx
 from turnkit.agents._client import AgentChat, ChunkSink
 from turnkit.errors import TurnkitError
 from turnkit.http._wire import (
+    USAGE_HEADER,
     FrameReader,
     encode_request,
     error_from_response,
@@ -174,7 +175,10 @@ class HttpTransport(Generic[S]):
         return snap.state if snap is not None else None
 
     async def _exchange(self, init: AgentInit, item: AgentInput, on_chunk: ChunkSink | None) -> AgentOutput:
-        headers = await self._headers({"accept": "text/event-stream", "content-type": "application/json"})
+        # USAGE_HEADER: turnkit's server then puts the turn's usage on the output (Genkit's ignores it).
+        headers = await self._headers(
+            {"accept": "text/event-stream", "content-type": "application/json", USAGE_HEADER: "1"}
+        )
         body = encode_request(item, init)
         async with (
             _transport_failures_as_turnkit_errors(self.url),

@@ -13,7 +13,6 @@ started, it is the terminal frame instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Message as AsgiMessage
 from starlette.types import Receive, Scope, Send
 
 from turnkit._valid_text import check_request_text
@@ -31,7 +29,9 @@ from turnkit.agents._runner import check_context
 from turnkit.errors import TurnkitError
 from turnkit.http._ai_sdk_route import ai_sdk_routes
 from turnkit.http._openapi import openapi_document
+from turnkit.http._request_body import HttpError, read_body, replay
 from turnkit.http._wire import (
+    USAGE_HEADER,
     dumps_json,
     encode_frame,
     error_body,
@@ -67,8 +67,6 @@ _STATUS_OF_ROUTING_CODE = {
     413: "INVALID_ARGUMENT",
     415: "INVALID_ARGUMENT",
 }
-# How much of a refused body is read and dropped before answering (beyond that, the connection closes).
-DRAIN_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 _SSE_START_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -77,18 +75,10 @@ _SSE_START_HEADERS = [
 ]
 
 
-class _HttpError(TurnkitError):
-    """A TurnkitError answered with a specific HTTP code (413, 415) instead of its status's."""
-
-    def __init__(self, code: int, status: str, message: str) -> None:
-        super().__init__(status, message)
-        self.code = code
-
-
 def _error_response(exc: BaseException) -> Response:
     """The JSON error body for `exc` (redacted unless public), with its HTTP code."""
     err = visible_error(exc)
-    code = exc.code if isinstance(exc, _HttpError) else http_code_of(err.status)
+    code = exc.code if isinstance(exc, HttpError) else http_code_of(err.status)
     return Response(dumps_json(error_body(err)), code, media_type="application/json")
 
 
@@ -99,62 +89,15 @@ def _json(payload: Mapping[str, Any], code: int = 200) -> Response:
 # --- requests ------------------------------------------------------------------------------------
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes whatever Content-Length says."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/json" and not ctype.endswith("+json"):
-        await _drain(request, 0)
-        raise _HttpError(
-            415, "INVALID_ARGUMENT", "the request body must be JSON (Content-Type: application/json)"
-        )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        await _drain(request, 0)
-        raise _too_large(limit)
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            await _drain(request, len(body))
-            raise _too_large(limit)
-    return bytes(body)
-
-
-def _too_large(limit: int) -> _HttpError:
-    return _HttpError(413, "INVALID_ARGUMENT", f"request body exceeds {limit} bytes")
-
-
-async def _drain(request: Request, seen: int) -> None:
-    """Read and drop the rest of a refused body (up to DRAIN_BYTES more), so that the client,
-    still sending, gets to read the answer instead of a reset connection."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) - seen > DRAIN_BYTES:
-        return  # too much to swallow: the connection closes after the answer
-    with contextlib.suppress(RuntimeError):  # the body may have ended already ("stream consumed")
-        async for piece in request.stream():
-            seen += len(piece)
-            if seen > DRAIN_BYTES:
-                return
-
-
-def _replay(raw: bytes, receive: Receive) -> Receive:
-    """A receive that yields the already-read body once, then passes through (to a disconnect)."""
-    sent = False
-
-    async def replay() -> AsgiMessage:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        return await receive()
-
-    return replay
-
-
 def _wants_stream(request: Request) -> bool:
     if "text/event-stream" in request.headers.get("accept", "").lower():
         return True
     return request.query_params.get("stream", "").lower() in ("true", "1")
+
+
+def _wants_usage(request: Request) -> bool:
+    """Whether the output should carry the turn's usage (Genkit's Python client rejects it unasked)."""
+    return request.headers.get(USAGE_HEADER, "").strip().lower() in ("1", "true")
 
 
 # --- the turn responses ---------------------------------------------------------------------------
@@ -169,9 +112,10 @@ async def _until_disconnect(receive: Receive) -> None:
 class _Turn:
     """One running turn: drives the connection, feeding chunks to a sink, and yields its output."""
 
-    def __init__(self, conn: AgentConnection, detach: bool) -> None:
+    def __init__(self, conn: AgentConnection, detach: bool, usage: bool = False) -> None:
         self.conn = conn
         self.detach = detach
+        self.usage = usage  # the output carries the turn's token usage
 
     async def run(self, sink: Callable[[AgentStreamChunk], Awaitable[None]] | None) -> AgentOutput:
         conn = self.conn
@@ -239,7 +183,7 @@ class _JsonTurnResponse(Response):
             return
         if output is None:
             return  # the client is gone
-        body = dumps_json({"result": output_to_wire(output, self.turn.error)})
+        body = dumps_json({"result": output_to_wire(output, self.turn.error, usage=self.turn.usage)})
         await Response(body, 200, media_type="application/json")(scope, receive, send)
 
 
@@ -282,7 +226,7 @@ class _StreamTurnResponse(Response):
             return
         if output is None:
             return
-        await write(encode_frame({"result": output_to_wire(output, turn.error)}))
+        await write(encode_frame({"result": output_to_wire(output, turn.error, usage=turn.usage)}))
 
 
 # --- the routes of one agent -----------------------------------------------------------------------
@@ -317,10 +261,10 @@ class _AgentRoutes:
 
     async def prepare(self, request: Request) -> tuple[Agent, dict[str, Any], dict[str, Any]]:
         """Read the body (bounded), run the context provider on a replay of it, find the agent."""
-        raw = await _read_body(request, self.max_body_bytes)
+        raw = await read_body(request, self.max_body_bytes)
         context: dict[str, Any] = {}
         if self.context_provider is not None:  # it may read the body too: give it a replay
-            context = await self.context(Request(request.scope, _replay(raw, request.receive)))
+            context = await self.context(Request(request.scope, replay(raw, request.receive)))
         agent = self.find_agent(request)
         if agent.store is not None:  # a context the store refuses is refused here, on every route
             check_context(agent.store, context)
@@ -342,7 +286,7 @@ class _AgentRoutes:
             except BaseException:
                 await conn.cancel()
                 raise
-            return _Turn(conn, detach=bool(item.detach))
+            return _Turn(conn, detach=bool(item.detach), usage=_wants_usage(request))
 
         if _wants_stream(request):
             # A well-formed, authorised request gets its stream at once, so misuse of the agent
@@ -424,7 +368,9 @@ class _AgentsApp(Starlette):
     A turn (`POST` on the turn path) is the request served most; while no middleware has been
     added to this app, it goes straight to its endpoint instead of through Starlette's error and
     exception middleware and router, which answer it the same way (the endpoint turns every
-    failure into the JSON error body itself). Every other request takes the usual way.
+    failure into the JSON error body itself). So exception handlers added to this app
+    (`add_exception_handler`) are skipped for turns until a middleware is added to it. Every other
+    request takes the usual way.
     """
 
     def __init__(

@@ -6,9 +6,10 @@
   (`FrameReader`, which also takes Genkit's `error:` frames, CRLF and comments).
 - Error bodies: `{"error": {"status", "message", "details"}}` (`error_body`), read back from that,
   a flat `{status, message}`, or plain text (`error_from_wire`, `error_from_response`).
-- Outputs and snapshots as sent (`output_to_wire`, `snapshot_to_wire`) and as read
-  (`output_from_payload`), with the redaction of errors that are not public: a client never sees
-  the message of an internal failure (`visible_error`, `public_error`, `public_error_info`).
+- Outputs and snapshots as sent (`output_to_wire`, with the turn's usage only when the request
+  sends `USAGE_HEADER: 1`) and as read (`output_from_payload`), with the redaction of errors
+  that are not public: a client never sees the message of an internal failure (`visible_error`,
+  `public_error`, `public_error_info`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from turnkit.types import AgentInit, AgentOutput, ErrorInfo, SessionSnapshot, Wi
 
 __all__ = [
     "MAX_DEPTH",
+    "USAGE_HEADER",
     "FrameReader",
     "dumps_json",
     "encode_frame",
@@ -52,6 +54,8 @@ _PRIVATE_STATUSES = frozenset({"INTERNAL", "UNKNOWN", "DATA_LOSS", "UNAVAILABLE"
 # Deeper request bodies are refused: every layer below (validation, stores, encoders) then stays far
 # from Python's recursion limit.
 MAX_DEPTH = 100
+# The request header by which a client asks for the turn's token usage on the output (`"usage"`).
+USAGE_HEADER = "turnkit-usage"
 # HTTP codes to statuses, for answers that carry no status name (the inverse of HTTP_STATUS, plus
 # the codes other servers use).
 _STATUS_OF_HTTP = {code: name for name, code in reversed(HTTP_STATUS.items())} | {
@@ -323,15 +327,20 @@ def visible_error(exc: BaseException) -> TurnkitError:
 # --- outputs and snapshots -----------------------------------------------------------------------
 
 
-def output_to_wire(output: AgentOutput, err: TurnkitError | None) -> dict[str, Any]:
+def output_to_wire(output: AgentOutput, err: TurnkitError | None, *, usage: bool = False) -> dict[str, Any]:
     """The output as sent: a failed turn's error is redacted unless it is public.
 
     `err` is the failure behind it when the runtime kept it (with its `public` flag); without
-    it, the output's carried error is judged by `public_error_info`."""
+    it, the output's carried error is judged by `public_error_info`. `usage` adds the turn's
+    token usage (`"usage"`), for requests that asked for it: Genkit's Python client rejects
+    fields its AgentOutput lacks, so it is never sent unasked."""
     if output.error is not None:
         shown = public_error(err) if err is not None else public_error_info(output.error)
         output = output.model_copy(update={"error": ErrorInfo.of(shown)})
-    return output.to_wire()
+    out = output.to_wire()
+    if usage and output.usage is not None:
+        out["usage"] = output.usage.to_wire()
+    return out
 
 
 def snapshot_to_wire(snap: SessionSnapshot) -> dict[str, Any]:

@@ -7,7 +7,8 @@ goes into the system message. The store still holds the full history, so the ses
 replayed or compacted differently later.
 
 Turns are cut only where a user message starts one, so a tool request is never separated from its
-response, and the latest turn is always sent whole, even when it alone is over the budget.
+response, and the latest turn is always sent whole, even when it alone is over the budget. System
+messages are never dropped, counted or moved: each stays where it was among the kept turns.
 """
 
 from __future__ import annotations
@@ -40,9 +41,21 @@ def _is_turn_start(message: Message) -> bool:
     return message.role == "user" and not any(p.tool_response is not None for p in message.content)
 
 
+def _without_first(messages: Sequence[Message], count: int) -> list[Message]:
+    """`messages` less their first `count` non-system ones. System messages stay where they were:
+    one between turns is an instruction about what follows it, so it is not moved to the front."""
+    kept: list[Message] = []
+    for message in messages:
+        if message.role != "system" and count > 0:
+            count -= 1
+            continue
+        kept.append(message)
+    return kept
+
+
 class HistoryCompaction(BaseMiddleware):
     """Keep the history the model sees within `max_messages` and/or `max_chars` (the compact JSON
-    size of the messages; system messages are not counted and always kept).
+    size of the messages; system messages are not counted and always kept, in their places).
 
     `strategy="drop"` leaves the older turns out; `strategy="summarize"` puts
     `summarizer(dropped_messages)` (sync or async, returning text) into the system message in
@@ -102,13 +115,12 @@ class HistoryCompaction(BaseMiddleware):
     ) -> ModelResponse:
         """Send the model the request with its history compacted to the budget."""
         request = params.request
-        system = [m for m in request.messages if m.role == "system"]
         history = [m for m in request.messages if m.role != "system"]
         cut = self.split(history)
         if cut == 0:
             return await next_fn(params, ctx)
-        dropped, kept = history[:cut], history[cut:]
-        compacted = request.model_copy(update={"messages": [*system, *kept]})
+        dropped = history[:cut]
+        compacted = request.model_copy(update={"messages": _without_first(request.messages, cut)})
         if self.strategy == "summarize":
             summary = await self._summary(dropped)
             compacted = with_system_text(

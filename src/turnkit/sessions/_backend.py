@@ -10,7 +10,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["RecordBackend", "StoredRecord"]
+from turnkit.errors import TurnkitError
+
+__all__ = ["RecordBackend", "StoredRecord", "parent_gone"]
+
+
+def parent_gone(key: str) -> TurnkitError:
+    """The error of a save refused because the snapshot it continues from was deleted meanwhile."""
+    return TurnkitError(
+        "NOT_FOUND",
+        f"snapshot {key!r}, which this snapshot continues from, no longer exists (its session was"
+        " deleted or pruned while the turn ran); nothing was saved",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +53,12 @@ class RecordBackend(Protocol):
         A backend with leases should also take `fence: tuple[str, str] | None = None` (a lease name and
         owner): then it writes only while that owner holds the lease, checked in the same atomic step,
         and raises ABORTED (`turnkit.sessions._lease.lease_lost`) otherwise. The engine passes it only
-        to backends whose `put_record` has that parameter."""
+        to backends whose `put_record` has that parameter.
+
+        A backend should also take `requires: str | None = None` (used with `expected_rev=0`): then
+        it creates the record only if record `requires` (the new snapshot's parent) still exists,
+        checked in the same atomic step, and raises NOT_FOUND (`parent_gone`) otherwise. This is what
+        keeps a turn that continues a deleted session from writing its history back."""
         ...
 
     async def get_head(self, tenant: str, session_id: str) -> str | None:

@@ -11,7 +11,8 @@ a log stores it once and still lets any snapshot be read in a bounded number of 
 names its messages as segments `[[log, count], ...]` (the first `count` entries of each log, in
 order). A child that extends its parent appends to the parent's last log, if that log still ends
 where the parent does; otherwise (a branch) it starts a new log, and after K segments it starts
-over with one log holding a full copy (only deep branching ever pays that).
+over with one log holding a full copy (only deep branching ever pays that); see
+`turnkit.sessions._message_logs`.
 
 A record's JSON (format version 1):
     {"v": 1, "srev": n, "meta": <SessionSnapshot wire fields but state>, "state": null | S}
@@ -33,7 +34,6 @@ import copy
 import inspect
 import json
 import random
-import secrets
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -48,7 +48,6 @@ from turnkit.errors import TurnkitError
 from turnkit.sessions._backend import RecordBackend
 from turnkit.sessions._deltas import (
     Node,
-    Segments,
     apply_artifacts,
     apply_custom,
     artifacts_delta,
@@ -60,8 +59,9 @@ from turnkit.sessions._deltas import (
 )
 from turnkit.sessions._lease import DEFAULT_LEASE_TTL, LeaseBackend, SessionLease, held_lease
 from turnkit.sessions._listing import SessionPage, list_page
+from turnkit.sessions._message_logs import read_messages, write_messages
 from turnkit.sessions._options import StoreOptions, StoreStats
-from turnkit.sessions._retention import Retention
+from turnkit.sessions._retention import Retention, check_keep, check_max_age
 from turnkit.sessions._store import (
     TERMINAL_STATUSES,
     SessionStoreBase,
@@ -128,14 +128,12 @@ class LinearSessionStore(Retention, SessionStoreBase):
         self.max_attempts = max_attempts
         self.lease_ttl = lease_ttl
         self.max_state_bytes = max_state_bytes
-        self.max_age = max_age
-        if max_snapshots_per_session is not None and max_snapshots_per_session < 1:
-            raise ValueError("max_snapshots_per_session must be at least 1")
-        self.max_snapshots_per_session = max_snapshots_per_session
+        self.max_age = check_max_age(max_age, "max_age")
+        self.max_snapshots_per_session = check_keep(max_snapshots_per_session, "max_snapshots_per_session")
         self.stats = StoreStats()
-        self._fences = "fence" in inspect.signature(backend.put_record).parameters
+        put_params = inspect.signature(backend.put_record).parameters
+        self._fences, self._guards_parent = "fence" in put_params, "requires" in put_params
         self._seen_sessions: OrderedDict[tuple[str, str], str] = OrderedDict()  # -> store epoch seen
-        self._epoch: str | None = None
         self._cache: OrderedDict[tuple[str, str], Node] = OrderedDict()
         self._signals: weakref.WeakValueDictionary[tuple[str, str], asyncio.Event] = (
             weakref.WeakValueDictionary()
@@ -202,8 +200,12 @@ class LinearSessionStore(Retention, SessionStoreBase):
         """
         check_id(snapshot_id, "snapshot id")
         tenant = self.tenant_key(context)
+        existed = False
         for attempt in range(self.max_attempts):
             loaded = await self._load(tenant, snapshot_id)
+            if loaded is None and existed:  # deleted meanwhile: writing it again would undo that
+                raise TurnkitError("NOT_FOUND", f"snapshot {snapshot_id!r} was deleted; nothing was saved")
+            existed = loaded is not None
             existing = None if loaded is None else self._view(loaded)
             proposed = fn(existing)
             if proposed is None:
@@ -345,43 +347,13 @@ class LinearSessionStore(Retention, SessionStoreBase):
             depth=state["depth"],
             session_id=session_id,
             segments=segments,
-            messages=await self._read_messages(tenant, segments, hint),
+            messages=await read_messages(self.backend, self.stats, tenant, segments, hint),
             custom=custom,
             custom_text=dumps(custom),
             artifacts=None if artifacts is None else tuple(artifacts),
         )
         self._remember(tenant, key, node)
         return node
-
-    async def _read_messages(
-        self, tenant: str, segments: Segments | None, hint: Node | None
-    ) -> tuple[Message, ...] | None:
-        if segments is None:
-            return None
-        messages: list[Message] = []
-        first, offset = 0, 0
-        # Reuse a cached ancestor's messages when its segments are a prefix of ours.
-        if hint is not None and hint.segments and hint.messages is not None:
-            k = len(hint.segments)
-            log, count = hint.segments[-1]
-            if (
-                k <= len(segments)
-                and hint.segments[:-1] == segments[: k - 1]
-                and segments[k - 1][0] == log
-                and segments[k - 1][1] >= count
-            ):
-                messages, first, offset = list(hint.messages), k - 1, count
-        for i in range(first, len(segments)):
-            log, count = segments[i]
-            start = offset if i == first else 0
-            if count <= start:
-                continue
-            entries = await self.backend.read_log(tenant, log, start, count)
-            self.stats.logs_read += 1
-            if len(entries) != count - start:
-                raise data_loss(f"message log {log!r} is shorter than a snapshot says")
-            messages.extend(Message.model_validate_json(e) for e in entries)
-        return tuple(messages)
 
     def _view(self, loaded: _Loaded) -> SessionSnapshot:
         """A fresh snapshot for a caller: new lists, shared messages, a copy of custom state."""
@@ -457,8 +429,10 @@ class LinearSessionStore(Retention, SessionStoreBase):
         rev = 0 if loaded is None else loaded.rev
         head_of = snapshot.session_id if loaded is None else None
         lease = held_lease(self.backend, tenant, snapshot.session_id) if self._fences else None
-        fence = {} if lease is None else {"fence": (lease.name, lease.owner)}
-        if not await self.backend.put_record(tenant, key, text, expected_rev=rev, head_of=head_of, **fence):
+        guard: dict[str, Any] = {} if lease is None else {"fence": (lease.name, lease.owner)}
+        if loaded is None and snapshot.parent_id is not None and self._guards_parent:
+            guard["requires"] = snapshot.parent_id  # a deleted session's turn cannot write it back
+        if not await self.backend.put_record(tenant, key, text, expected_rev=rev, head_of=head_of, **guard):
             return None
         if head_of is not None:
             await self.saw_session(tenant, head_of)
@@ -488,13 +462,21 @@ class LinearSessionStore(Retention, SessionStoreBase):
             if parent is None:
                 loaded = await self._load(tenant, snapshot.parent_id)
                 parent = None if loaded is None else loaded.node
+            if parent is not None and parent.session_id != state.session_id:
+                parent = None  # a session's records and logs never serve another (it is deleted alone)
         messages = None if state.messages is None else tuple(state.messages)
         custom = to_jsonable_python(state.custom)  # new containers: the cache owns them
         custom_text = dumps(custom)
         artifacts = None if state.artifacts is None else tuple(state.artifacts)
         if self.max_state_bytes is not None:
             self._check_size(snapshot.snapshot_id, messages, custom_text, artifacts, parent)
-        segments = None if messages is None else await self._write_messages(tenant, messages, (old, parent))
+        segments = (
+            None
+            if messages is None
+            else await write_messages(
+                self.backend, self.stats, tenant, messages, (old, parent), self.checkpoint_every
+            )
+        )
         raw: dict[str, Any] = {"msgs": None if segments is None else [list(s) for s in segments]}
         if state.session_id != snapshot.session_id:  # usually equal: then the record's meta says it
             raw["sid"] = state.session_id
@@ -544,42 +526,6 @@ class LinearSessionStore(Retention, SessionStoreBase):
                     "INVALID_ARGUMENT",
                     f"snapshot {key!r}: its {what} take {size} bytes, over the store's limit of {limit} (max_state_bytes)",
                 )
-
-    async def _write_messages(
-        self, tenant: str, messages: tuple[Message, ...], bases: tuple[Node | None, ...]
-    ) -> Segments:
-        """Store a history by extending a base's log where possible; only the new messages are serialised."""
-        for base in bases:
-            if base is None or base.messages is None or base.segments is None:
-                continue
-            if not is_prefix(base.messages, messages):
-                continue
-            extra = messages[len(base.messages) :]
-            if not extra:
-                return base.segments
-            entries = [m.to_json() for m in extra]
-            if base.segments:
-                log, count = base.segments[-1]
-                if await self._append(tenant, log, count, entries):
-                    return (*base.segments[:-1], (log, count + len(entries)))
-            if len(base.segments) < self.checkpoint_every:
-                return (*base.segments, await self._new_log(tenant, entries))
-        if not messages:
-            return ()
-        return (await self._new_log(tenant, [m.to_json() for m in messages]),)
-
-    async def _append(self, tenant: str, log: str, start: int, entries: list[str]) -> bool:
-        appended = await self.backend.append_log(tenant, log, start, entries)
-        self.stats.logs_appended += int(appended)
-        return appended
-
-    async def _new_log(self, tenant: str, entries: list[str]) -> tuple[str, int]:
-        # 64 random bits name a log: every record names one, so short names keep records small,
-        # and the append below refuses a name that is taken anyway.
-        while True:
-            log = secrets.token_hex(8)
-            if await self._append(tenant, log, 0, entries):
-                return log, len(entries)
 
     # --- cache -----------------------------------------------------------------------------------
 

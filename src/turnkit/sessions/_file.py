@@ -21,10 +21,11 @@ writer cuts off. `fsync=True` (the default) makes each record write durable with
 before it returns, which also covers the log appends and leases written before it.
 
 Blocking file I/O runs on one worker thread per store instance, one hop there and back per backend
-call; the journal's index is only changed from that thread. Reads skip the hop when the index can
-answer from memory: the lock file's change counter (memory-mapped, bumped by every writer) shows no
-change since the index last looked, and the answer's bytes are cached. So a hot turn (two reads, a
-log append, a record write) takes two hops. `stored_bytes()` is the total size of the journals: the
+call; the journal's index is only changed from that thread. Reads skip the hop when the index is
+known to be up to date: the lock file's change counter (memory-mapped, bumped by every writer) shows
+no change since the index last looked; they then read payloads not cached with `pread` on the
+caller's thread (not caching them), and a seqlock drops an answer read while the worker changed the
+index. So a hot turn (two reads, a log append, a record write) takes two hops, a lookup none. `stored_bytes()` is the total size of the journals: the
 bytes the store keeps on disk.
 """
 
@@ -106,9 +107,10 @@ class _Journals:
         expected_rev: int,
         head_of: str | None,
         fence: tuple[str, str] | None = None,
+        requires: str | None = None,
     ) -> bool:
         j = self(tenant)
-        return j.run(j.put_record, key, data, expected_rev, head_of, fence)
+        return j.run(j.put_record, key, data, expected_rev, head_of, fence, requires)
 
     def get_head(self, tenant: str, session_id: str) -> str | None:
         j = self(tenant)
@@ -241,10 +243,14 @@ class FileBackend:
         expected_rev: int,
         head_of: str | None = None,
         fence: tuple[str, str] | None = None,
+        requires: str | None = None,
     ) -> bool:
-        """Append the record if it is still at `expected_rev` (under the journal's lock), and with a
-        `fence` (lease name, owner) only while that owner holds the lease."""
-        return await self._run(self.journals.put_record, tenant, key, data, expected_rev, head_of, fence)
+        """Append the record if it is still at `expected_rev` (under the journal's lock), with a
+        `fence` (lease name, owner) only while that owner holds the lease, and with `requires` only
+        while that record exists."""
+        return await self._run(
+            self.journals.put_record, tenant, key, data, expected_rev, head_of, fence, requires
+        )
 
     async def get_head(self, tenant: str, session_id: str) -> str | None:
         """The snapshot most recently created in the session, or None."""
@@ -265,6 +271,11 @@ class FileBackend:
 
     async def read_log(self, tenant: str, log_id: str, start: int, end: int) -> list[str]:
         """Entries `start` to `end` of a log."""
+        journal = self._peeking(tenant)
+        if journal is not None:
+            got = journal.peek_log(log_id, start, end)
+            if got is not MISS:
+                return got  # type: ignore[return-value]
         return await self._run(self.journals.read_log, tenant, log_id, start, end)
 
     # --- the LeaseBackend methods ------------------------------------------------------------------

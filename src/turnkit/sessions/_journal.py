@@ -9,8 +9,8 @@ frames appended since (a `stat` tells whether there are any), so no read replays
 The lock file's first 8 bytes are a change counter (little-endian), memory-mapped by every instance
 and bumped by every writer, under the lock, before and after each append, cut or compaction. An
 index that has seen the current count (and looked at the file within `_FRESH_FOR` seconds) is up to
-date, so `peek_record` and `peek_head` answer from memory without any system call; a seqlock (`busy`)
-keeps them from reading the index while the worker thread changes it.
+date, so `peek_record`, `peek_log` and `peek_head` answer on the caller's thread, from the index (and
+`pread`s of payloads not cached); a seqlock (`busy`) drops what they read while the worker changed it.
 
 The frames themselves (header, frame and body layout, names, payload codecs) are described in
 `turnkit.sessions._journal_format`. A record's base is its own previous revision, else the head of
@@ -34,7 +34,6 @@ over the writes that superseded it, it is constant per byte written.
 
 from __future__ import annotations
 
-import bisect
 import fcntl
 import glob
 import logging
@@ -47,7 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from turnkit.sessions._backend import StoredRecord
+from turnkit.sessions._backend import StoredRecord, parent_gone
 from turnkit.sessions._journal_compact import live_frames
 from turnkit.sessions._journal_format import (
     CHAIN,
@@ -65,7 +64,7 @@ from turnkit.sessions._journal_format import (
     read_frame,
     record_body,
 )
-from turnkit.sessions._journal_index import JournalIndex
+from turnkit.sessions._journal_index import FrameRef, JournalIndex
 from turnkit.sessions._lease import lease_lost
 from turnkit.sessions._listing import first_after
 from turnkit.sessions._store import os_error
@@ -92,6 +91,10 @@ _COUNTER: Final = struct.Struct("<Q")
 _FRESH_FOR: Final = 1.0  # seconds an index may answer from memory before it looks at the file again
 MISS: Final = object()  # what a `peek_*` returns when only the worker thread can answer
 _fdatasync = getattr(os, "fdatasync", os.fsync)
+
+
+class _Closed(Exception):
+    """A `peek_*` found the journal closed: only the worker thread can answer."""
 
 
 class Journal(JournalIndex):
@@ -146,19 +149,45 @@ class Journal(JournalIndex):
         return busy
 
     def peek_record(self, key: str) -> StoredRecord | object | None:
-        """`get_record` without I/O, or MISS."""
+        """`get_record` without a hop to the worker thread, or MISS. A payload not cached is decoded
+        here (a `pread` per frame of its chain, page-cached bytes for a journal in use) but not cached:
+        only the worker changes the index and cache. Whatever the worker did meanwhile (even closing
+        the file, its descriptor reused) shows in the seqlock: MISS. A hop (two thread wake-ups, far
+        dearer across CPUs) costs more than the decoding, and most lookups are cold in a large store."""
         busy = self._peekable_version()
         if busy is None:
             return MISS
-        current = self.records.get(key)
         answer: StoredRecord | None = None
-        if current is not None:
-            rev, frame = current
-            form = self.cache.get(frame.offset)
-            if form is None:
-                return MISS
-            answer = StoredRecord(rev, form[len(frame.prefix) :].decode("utf-8", TEXT_ERRORS))
+        try:
+            current = self.records.get(key)
+            if current is not None:
+                rev, frame = current
+                form = self._peek_form(frame)
+                answer = StoredRecord(rev, form[len(frame.prefix) :].decode("utf-8", TEXT_ERRORS))
+        except Exception:  # read while the worker changed things (the seqlock would say so): ask it
+            return MISS
         return answer if self.busy == busy else MISS
+
+    def peek_log(self, log_id: str, start: int, end: int) -> list[str] | object:
+        """`read_log` without a hop to the worker thread (as `peek_record`), or MISS."""
+        busy = self._peekable_version()
+        if busy is None:
+            return MISS
+        try:
+            answer = self._log_entries(log_id, start, end, self._peek_form)
+        except Exception:  # as in `peek_record`
+            return MISS
+        return answer if self.busy == busy else MISS
+
+    def _peek_form(self, frame: FrameRef) -> bytes:
+        """A frame's dictionary form for a `peek_*`: cached, or decoded without caching it."""
+        form = self.cache.get(frame.offset)
+        if form is not None:
+            return form
+        fd = self.fd
+        if fd is None:
+            raise _Closed
+        return self._decode(frame, fd, remember=False)
 
     def peek_head(self, session_id: str) -> str | object | None:
         """`get_head` without I/O, or MISS."""
@@ -199,12 +228,15 @@ class Journal(JournalIndex):
         expected_rev: int,
         head_of: str | None,
         fence: tuple[str, str] | None = None,
+        requires: str | None = None,
     ) -> bool:
         plain = data.encode("utf-8", TEXT_ERRORS)
         self._lock()
         try:
             if fence is not None and self.leases.get(fence[0], ("",))[0] != fence[1]:
                 raise lease_lost(fence[0])
+            if requires is not None and requires not in self.records:
+                raise parent_gone(requires)
             current = self.records.get(key)
             if (current[0] if current else 0) != expected_rev:
                 return False
@@ -272,25 +304,7 @@ class Journal(JournalIndex):
     def read_log(self, log_id: str, start: int, end: int) -> list[str]:
         if not self._refresh(locked=False):
             return []
-        current = self.logs.get(log_id)
-        if current is None:
-            return []
-        end = min(end, current.length)
-        out: list[str] = []
-        i = max(0, bisect.bisect_right(current.starts, start) - 1)
-        while i < len(current.frames):
-            first, count, frame = current.frames[i]
-            if first >= end:
-                break
-            entries = self._dictionary_form(frame).split(b"\n")
-            if len(entries) != count:
-                raise data_loss(
-                    f"a frame of message log {log_id!r} holds {len(entries)} entries, not {count}"
-                )
-            lo, hi = max(start - first, 0), min(end - first, count)
-            out.extend(e.decode("utf-8", TEXT_ERRORS) for e in entries[lo:hi])
-            i += 1
-        return out
+        return self._log_entries(log_id, start, end, self._dictionary_form)
 
     def try_lease(self, name: str, owner: str, ttl: float) -> bool:
         self._lock()

@@ -8,8 +8,10 @@ payloads, which it decompresses along their chains (at most `CHAIN` frames) and 
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -224,6 +226,13 @@ class JournalIndex:
         if hit is not None:
             cache.move_to_end(frame.offset)
             return hit
+        assert self.fd is not None
+        return self._decode(frame, self.fd, remember=True)
+
+    def _decode(self, frame: FrameRef, fd: int, *, remember: bool) -> bytes:
+        """Decompress a frame's chain from the nearest cached base (or its start), reading `fd`;
+        `remember` caches every form decoded (only the worker thread may: see `peek_record`)."""
+        cache = self.cache
         chain = [frame]
         base = frame.base
         zdict: bytes | None = None
@@ -233,16 +242,40 @@ class JournalIndex:
                 break
             chain.append(base)
             base = base.base
-        assert self.fd is not None
         form = b""
         for f in reversed(chain):
-            payload = os.pread(self.fd, f.plen, f.poff)
+            payload = os.pread(fd, f.plen, f.poff)
             if len(payload) != f.plen:
                 raise data_loss(f"{self.path.name} is shorter than its index")
             form = f.prefix + decompress_payload(f.codec, payload, zdict if f.base is not None else None)
-            self._remember(f.offset, form)
+            if remember:
+                self._remember(f.offset, form)
             zdict = form
         return form
+
+    def _log_entries(
+        self, log_id: str, start: int, end: int, form_of: Callable[[FrameRef], bytes]
+    ) -> list[str]:
+        """Entries `start` to `end` of a log, its frames' dictionary forms read with `form_of`."""
+        current = self.logs.get(log_id)
+        if current is None:
+            return []
+        end = min(end, current.length)
+        out: list[str] = []
+        i = max(0, bisect.bisect_right(current.starts, start) - 1)
+        while i < len(current.frames):
+            first, count, frame = current.frames[i]
+            if first >= end:
+                break
+            entries = form_of(frame).split(b"\n")
+            if len(entries) != count:
+                raise data_loss(
+                    f"a frame of message log {log_id!r} holds {len(entries)} entries, not {count}"
+                )
+            lo, hi = max(start - first, 0), min(end - first, count)
+            out.extend(e.decode("utf-8", TEXT_ERRORS) for e in entries[lo:hi])
+            i += 1
+        return out
 
     def _remember(self, offset: int, form: bytes) -> None:
         cache = self.cache

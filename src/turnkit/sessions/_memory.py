@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Unpack
 
-from turnkit.sessions._backend import StoredRecord
+from turnkit.sessions._backend import StoredRecord, parent_gone
 from turnkit.sessions._engine import LinearSessionStore, StoreOptions
 from turnkit.sessions._lease import lease_lost
 from turnkit.sessions._listing import first_after
@@ -24,6 +24,9 @@ class MemoryBackend:
         self.heads: dict[tuple[str, str], str] = {}
         self.logs: dict[tuple[str, str], list[str]] = {}
         self.leases: dict[tuple[str, str], tuple[str, float]] = {}
+        # (tenant, session) -> keys of its records (spilled states included), for `scan_session`
+        self.session_keys: dict[tuple[str, str], set[str]] = {}
+        self.session_of: dict[tuple[str, str], str] = {}  # (tenant, key) -> its session
         self.epoch = uuid.uuid4().hex
 
     async def get_record(self, tenant: str, key: str) -> StoredRecord | None:
@@ -39,15 +42,23 @@ class MemoryBackend:
         expected_rev: int,
         head_of: str | None = None,
         fence: tuple[str, str] | None = None,
+        requires: str | None = None,
     ) -> bool:
         """Store `data` if the record is still at `expected_rev` (and, with a `fence` (lease name,
-        owner), only while that owner holds the lease), and move the session head if asked."""
+        owner), only while that owner holds the lease; with `requires`, only while that record
+        exists), and move the session head if asked."""
         if fence is not None and self.leases.get((tenant, fence[0]), ("",))[0] != fence[1]:
             raise lease_lost(fence[0])
+        if requires is not None and (tenant, requires) not in self.records:
+            raise parent_gone(requires)
         current = self.records.get((tenant, key))
         if (current.rev if current else 0) != expected_rev:
             return False
         self.records[(tenant, key)] = StoredRecord(expected_rev + 1, data)
+        session = head_of or self.session_of.get((tenant, key.split("\x1f", 1)[0]))
+        if session is not None:
+            self.session_of[(tenant, key)] = session
+            self.session_keys.setdefault((tenant, session), set()).add(key)
         if head_of is not None:
             self.heads[(tenant, head_of)] = key
         return True
@@ -106,12 +117,23 @@ class MemoryBackend:
         """Every record of a tenant, with its key."""
         return [(k, r) for (t, k), r in self.records.items() if t == tenant]
 
+    async def scan_session(self, tenant: str, session_id: str) -> list[tuple[str, StoredRecord]]:
+        """The session's records (its snapshots and their spilled states), with their keys."""
+        keys = self.session_keys.get((tenant, session_id), set())
+        return [(k, r) for k in keys if (r := self.records.get((tenant, k))) is not None]
+
     async def delete_data(
         self, tenant: str, *, records: Sequence[str], logs: Sequence[str], heads: Sequence[str]
     ) -> None:
         """Delete these records, logs and heads."""
         for key in records:
             self.records.pop((tenant, key), None)
+            session = self.session_of.pop((tenant, key), None)
+            if session is not None:
+                keys = self.session_keys.get((tenant, session), set())
+                keys.discard(key)
+                if not keys:
+                    self.session_keys.pop((tenant, session), None)
         for log_id in logs:
             self.logs.pop((tenant, log_id), None)
         for session_id in heads:

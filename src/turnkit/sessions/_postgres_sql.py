@@ -19,6 +19,10 @@ class PostgresStatements:
             return sql.SQL(text).format(schema=sql.Identifier(schema), version=version, **tables).as_bytes()
 
         key = 'text COLLATE "C" NOT NULL'  # byte-wise equality and ordering: ids are stored exactly
+        # Unqualified: an index lives in its table's schema.
+        self.session_index = q(
+            "CREATE INDEX IF NOT EXISTS records_by_session ON {records} (tenant, session_id)"
+        )
         self.ddl = [
             q("CREATE SCHEMA IF NOT EXISTS {schema}"),
             q(
@@ -28,7 +32,8 @@ class PostgresStatements:
             ),
             q(
                 f"CREATE TABLE IF NOT EXISTS {{records}} (tenant {key}, id {key}, rev bigint NOT NULL,"
-                " data bytea NOT NULL, writer bigint NOT NULL, PRIMARY KEY (tenant, id))"
+                ' data bytea NOT NULL, writer bigint NOT NULL, session_id text COLLATE "C",'
+                " PRIMARY KEY (tenant, id))"
             ),
             q(
                 f"CREATE TABLE IF NOT EXISTS {{heads}} (tenant {key}, session_id {key},"
@@ -42,6 +47,7 @@ class PostgresStatements:
                 f"CREATE TABLE IF NOT EXISTS {{leases}} (tenant {key}, name {key}, owner text NOT NULL,"
                 " expires_at timestamptz NOT NULL, PRIMARY KEY (tenant, name))"
             ),
+            self.session_index,
         ]
         self.lock = b"SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
         self.read_version = q("SELECT version FROM {version}")
@@ -59,8 +65,12 @@ class PostgresStatements:
         )
         # A put: the compare-and-set, the head move (if any) and the notification, all in one statement.
         held = "EXISTS (SELECT FROM {leases} WHERE tenant = %(t)s AND name = %(fn)s AND owner = %(fo)s)"
+        # A record's session: its snapshot's (%(s)s, the head it moves), or for a spilled state, that
+        # of the snapshot it was kept for (%(o)s).
         insert = (
-            "INSERT INTO {records} (tenant, id, rev, data, writer) SELECT %(t)s, %(k)s, 1, %(d)s, %(w)s"
+            "INSERT INTO {records} (tenant, id, rev, data, writer, session_id)"
+            " SELECT %(t)s, %(k)s, 1, %(d)s, %(w)s, coalesce(%(s)s::text,"
+            " (SELECT session_id FROM {records} WHERE tenant = %(t)s AND id = %(o)s))"
             " {fence} ON CONFLICT DO NOTHING RETURNING 1"
         )
         update = (
@@ -73,19 +83,25 @@ class PostgresStatements:
         )
         notify = " SELECT pg_notify(%(c)s, %(p)s) FROM put"
 
-        def put(new: bool, fenced: bool) -> str:
+        # The parent must still exist; KEY SHARE makes a concurrent delete of it wait for this write
+        # (which that deletion then finds), or this write see it gone.
+        parent = "EXISTS (SELECT FROM {records} WHERE tenant = %(t)s AND id = %(q)s FOR KEY SHARE)"
+
+        def put(new: bool, fenced: bool, requires: bool) -> str:
             # Fenced: the write happens only while the lease is still the writer's (see `_lease`).
             if new:
-                return insert.replace(" {fence}", f" WHERE {held}" if fenced else "")
+                where = [c for c, on in ((held, fenced), (parent, requires)) if on]
+                return insert.replace(" {fence}", f" WHERE {' AND '.join(where)}" if where else "")
             return update.replace(" {and_fence}", f" AND {held}" if fenced else "")
 
         self.put = {
-            (new, with_head, fenced): q(
-                f"WITH put AS ({put(new, fenced)}){head if with_head else ''}{notify}"
+            (new, with_head, fenced, requires): q(
+                f"WITH put AS ({put(new, fenced, requires)}){head if with_head else ''}{notify}"
             )
             for new in (True, False)
             for with_head in (True, False)
             for fenced in (True, False)
+            for requires in ((True, False) if new else (False,))
         }
         self.lease_held = q("SELECT 1 FROM {leases} WHERE tenant = %s AND name = %s AND owner = %s")
         self.renew_lease = q(
@@ -96,6 +112,17 @@ class PostgresStatements:
             "SELECT tenant FROM {records} UNION SELECT tenant FROM {heads} UNION SELECT tenant FROM {logs}"
         )
         self.scan_records = q("SELECT id, rev, data FROM {records} WHERE tenant = %s")
+        self.scan_session = q("SELECT id, rev, data FROM {records} WHERE tenant = %s AND session_id = %s")
+        # The session column came after version 1 shipped: older schemas get it, filled, on opening.
+        self.has_session_column = (
+            b"SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'records'"
+            b" AND column_name = 'session_id'"
+        )
+        self.add_session_column = q(
+            'ALTER TABLE {records} ADD COLUMN IF NOT EXISTS session_id text COLLATE "C"'
+        )
+        self.all_records = q("SELECT tenant, id, data FROM {records}")
+        self.set_session = q("UPDATE {records} SET session_id = %s WHERE tenant = %s AND id = %s")
         self.delete_records = q("DELETE FROM {records} WHERE tenant = %s AND id = ANY(%s)")
         self.delete_logs = q("DELETE FROM {logs} WHERE tenant = %s AND log_id = ANY(%s)")
         self.delete_heads = q("DELETE FROM {heads} WHERE tenant = %s AND session_id = ANY(%s)")

@@ -1,8 +1,10 @@
 """`PostgresSessionStore`: the linear engine over PostgreSQL (psycopg 3), shared by any number of processes.
 
-Tables in one PostgreSQL schema (default `turnkit`), created on first use under an advisory lock:
+Tables in one PostgreSQL schema (default `turnkit`), created on first use under an advisory lock
+(`turnkit.sessions._postgres_schema`):
     schema_version  one row: the layout version (a newer one than this code knows is refused)
-    records         (tenant, id) -> rev, data, writer     snapshot records, compare-and-set on rev
+    records         (tenant, id) -> rev, data, writer,    snapshot records, compare-and-set on rev;
+                    session_id                            session_id indexed (delete_session)
     heads           (tenant, session_id) -> snapshot_id   the latest snapshot created in a session
     logs            (tenant, log_id, seq) -> entry        message logs, append-only, one row per entry
     leases          (tenant, name) -> owner, expires_at   session leases, timed by the database clock
@@ -43,20 +45,20 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from turnkit.errors import TurnkitError
-from turnkit.sessions._backend import StoredRecord
+from turnkit.sessions._backend import StoredRecord, parent_gone
 from turnkit.sessions._codec import decode, encode
 from turnkit.sessions._engine import LinearSessionStore, StoreOptions
 from turnkit.sessions._lease import lease_lost
 from turnkit.sessions._postgres_notify import PostgresChangeFeed, Waiters, change_payload
+from turnkit.sessions._postgres_schema import SCHEMA_VERSION, ensure_schema
 from turnkit.sessions._postgres_sql import statements_for
+from turnkit.sessions._session_index import owner_of
 
 __all__ = ["SCHEMA_VERSION", "PostgresBackend", "PostgresSessionStore", "change_payload"]
 
 log = logging.getLogger("turnkit.sessions")
 
-SCHEMA_VERSION: Final = 1
 _SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,59}")
-_LOCK_CLASS: Final = 0x746B  # "tk": the advisory-lock namespace of schema creation
 _ATTEMPTS: Final = 3  # tries of one operation when connections turn out to be dead
 
 Conn = psycopg.AsyncConnection[TupleRow]
@@ -189,32 +191,8 @@ class PostgresBackend:
             await self._ensure_schema_on(conn)
 
     async def _ensure_schema_on(self, conn: Conn) -> None:
-        """`_ensure_schema` on a connection the caller holds."""
-        try:
-            async with conn.transaction():
-                version = await self._version(conn)
-        except psycopg.errors.UndefinedTable:
-            version = None
-        if version is None:
-            # Under a lock: concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
-            async with conn.transaction():
-                await conn.execute(self._sql.lock, (_LOCK_CLASS, self.schema))
-                for statement in self._sql.ddl:
-                    await conn.execute(statement)
-                version = await self._version(conn)
-                if version is None:
-                    await conn.execute(self._sql.write_version, (SCHEMA_VERSION, secrets.token_hex(8)))
-                    version = SCHEMA_VERSION
-        if version > SCHEMA_VERSION:
-            raise TurnkitError(
-                "FAILED_PRECONDITION",
-                f"PostgreSQL schema {self.schema!r} holds turnkit storage version {version}; this turnkit"
-                f" reads version {SCHEMA_VERSION} at most: upgrade turnkit or use another schema",
-            )
-
-    async def _version(self, conn: Conn) -> int | None:
-        row = await (await conn.execute(self._sql.read_version)).fetchone()
-        return None if row is None else int(row[0])
+        """`_ensure_schema` on a connection the caller holds (see `_postgres_schema`)."""
+        await ensure_schema(conn, self._sql, self.schema)
 
     async def close(self) -> None:
         """Stop listening and close the pool (unless the caller gave it); the backend cannot be used after."""
@@ -364,11 +342,15 @@ class PostgresBackend:
         expected_rev: int,
         head_of: str | None = None,
         fence: tuple[str, str] | None = None,
+        requires: str | None = None,
     ) -> bool:
         """Store `data` if the record is still at `expected_rev` (and, with a `fence` (lease name,
-        owner), only while that owner holds the lease), move the head if asked, and notify."""
+        owner), only while that owner holds the lease; with `requires`, for a new record, only while
+        that record exists), move the head if asked, and notify."""
         writer = secrets.randbits(63)
-        query = self._sql.put[(expected_rev == 0, head_of is not None, fence is not None)]
+        new = expected_rev == 0
+        requires = requires if new else None
+        query = self._sql.put[(new, head_of is not None, fence is not None, requires is not None)]
         params: dict[str, Any] = {
             "t": tenant,
             "k": key,
@@ -376,11 +358,14 @@ class PostgresBackend:
             "w": writer,
             "r": expected_rev,
             "s": head_of,
+            "o": owner_of(key),
             "c": self.channel,
             "p": change_payload(tenant, key),
         }
         if fence is not None:
             params |= {"fn": fence[0], "fo": fence[1]}
+        if requires is not None:
+            params["q"] = requires
 
         async def op(conn: Conn) -> bool:
             if (await conn.execute(query, params)).rowcount == 1:
@@ -389,6 +374,12 @@ class PostgresBackend:
                 held = await (await conn.execute(self._sql.lease_held, (tenant, *fence))).fetchone()
                 if held is None:
                     raise lease_lost(fence[0])
+            parent = None if requires is None else (tenant, requires)
+            if (
+                parent is not None
+                and await (await conn.execute(self._sql.get_writer, parent)).fetchone() is None
+            ):
+                raise parent_gone(parent[1])
             return False
 
         async def landed(conn: Conn) -> bool | None:
@@ -499,6 +490,15 @@ class PostgresBackend:
 
         async def op(conn: Conn) -> list[tuple[str, StoredRecord]]:
             rows = await (await conn.execute(self._sql.scan_records, (tenant,))).fetchall()
+            return [(str(k), StoredRecord(rev, decode(data))) for k, rev, data in rows]
+
+        return await self._run(op)
+
+    async def scan_session(self, tenant: str, session_id: str) -> list[tuple[str, StoredRecord]]:
+        """The session's records (its snapshots and their spilled states), with their keys."""
+
+        async def op(conn: Conn) -> list[tuple[str, StoredRecord]]:
+            rows = await (await conn.execute(self._sql.scan_session, (tenant, session_id))).fetchall()
             return [(str(k), StoredRecord(rev, decode(data))) for k, rev, data in rows]
 
         return await self._run(op)

@@ -7,6 +7,8 @@ holds (`:`, `*`, `{`, quotes, newlines), maps to exactly one key and no two ids 
     P h:T:I     string: the snapshot id last made head of session I
     P l:T:I     list: message log I, one item per entry
     P x:T:I     string `owner|expiry ms` with a PX expiry some minutes later: lease I
+    P i:T:I     set: ids of session I's records (snapshots and their spilled states), for deleting it;
+                `sess` in a record's hash names its session; P m:T:<record-index> marks them filled
     P s:T:      sorted set: tenant T's session ids (score 0, so in byte order), for `list_sessions`;
                 the member "\\x00" (never an id) marks an index that holds every session
     P m::epoch  string: the store's identity, made with its data (see `turnkit.sessions._retention`)
@@ -21,10 +23,11 @@ A record's `data` and a log item hold the engine's JSON text compressed, or as U
 would not make it shorter (`turnkit.sessions._codec`); they are read without decoding responses, so a
 client made with `decode_responses=True` works too.
 
-Every compare-and-set is one Lua script, so each backend call is one round trip and atomic.
-Status watchers wake through pub/sub: one subscription per store instance dispatches the
-published record keys to local waiters, with polling (`poll_interval`) as the fallback. Not for
-Redis Cluster: a record write moves the session head in the same script, across two keys.
+Every compare-and-set is one Lua script (`turnkit.sessions._redis_scripts`), so each backend call
+is one round trip and atomic. Status watchers wake through pub/sub: one subscription per store
+instance dispatches the published record keys to local waiters, with polling (`poll_interval`) as
+the fallback. Not for Redis Cluster: a record write moves the session head in the same script,
+across two keys.
 """
 
 from __future__ import annotations
@@ -46,21 +49,31 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from turnkit.errors import TurnkitError
-from turnkit.sessions._backend import StoredRecord
+from turnkit.sessions._backend import StoredRecord, parent_gone
 from turnkit.sessions._codec import decode, encode
 from turnkit.sessions._engine import LinearSessionStore, StoreOptions
 from turnkit.sessions._lease import lease_lost
 from turnkit.sessions._notify import ChangeFeed
+from turnkit.sessions._redis_scripts import (
+    APPEND_LOG,
+    EPOCH,
+    LAYOUT_ERROR,
+    LEASE_KEEP_MS,
+    PUT_RECORD,
+    RELEASE_LEASE,
+    RENEW_LEASE,
+    TRY_LEASE,
+)
+from turnkit.sessions._session_index import SPILL_SEP, owner_of, sessions_of_records
 
 __all__ = ["LAYOUT_VERSION", "RedisBackend", "RedisSessionStore", "encode_part", "glob_escape"]
 
 log = logging.getLogger("turnkit.sessions")
 
 LAYOUT_VERSION: Final = 1
-_KINDS: Final = frozenset("rhlxms")
+_KINDS: Final = frozenset("rhlxmsi")
 _BASE64: Final = re.compile(r"[A-Za-z0-9_-]*")
 _GLOB_SPECIAL: Final = re.compile(r"([\\*?\[\]])")
-_LAYOUT_ERROR: Final = "TURNKITLAYOUT"
 # Waits before the second and third try of a call that lost its connection (then it raises).
 _RETRY_DELAYS: Final = (0.0, 0.1)
 # The longest the pub/sub listener reads before it checks whether it was cancelled (seconds).
@@ -68,115 +81,6 @@ _LISTEN_BEAT: Final = 1.0
 _T = TypeVar("_T")
 # Read stored values as the bytes they are, whatever the client's `decode_responses`.
 _AS_BYTES: Final = {NEVER_DECODE: True}
-
-# Every write script first checks the layout version (and writes it into a fresh prefix).
-_CHECK_LAYOUT: Final = """
-local layout = redis.call('GET', KEYS[1])
-if layout ~= ARGV[1] then
-  if layout then return redis.error_reply('TURNKITLAYOUT ' .. layout) end
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-"""
-# A lease key holds `owner|expiry` (ms, by the server's clock) and outlives its expiry by
-# `_LEASE_KEEP_MS`, so an owner whose lease ran out but was not taken since can still renew it and
-# write (its writes are fenced by the owner, which changes only when another turn takes the lease).
-# A key of an older turnkit holds the bare owner, and counts as held until its PX expiry.
-_LEASE_HOLDER: Final = """
-local function holder(key)
-  local v = redis.call('GET', key)
-  if not v then return nil, 0 end
-  local sep = string.find(v, '|', 1, true)
-  if not sep then return v, math.huge end
-  return string.sub(v, 1, sep - 1), tonumber(string.sub(v, sep + 1))
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-"""
-_LEASE_KEEP_MS: Final = 600_000
-# KEYS: layout, record, head (or the record again), session index (or the record again), [lease].
-# ARGV: layout, expected rev, data, nonce, channel, head value ('' for none), session id, [lease owner]. The nonce makes a retried call exact: a write that
-# landed but whose reply was lost reads as done. With a lease, the write is fenced: -1 unless the
-# owner still holds it.
-_PUT_RECORD: Final = (
-    _CHECK_LAYOUT
-    + _LEASE_HOLDER
-    + """
-local current = redis.call('HMGET', KEYS[2], 'rev', 'tok')
-local rev = tonumber(current[1]) or 0
-local expected = tonumber(ARGV[2])
-if rev ~= expected then
-  if rev == expected + 1 and current[2] == ARGV[4] then return 1 end
-  return 0
-end
-if ARGV[8] and holder(KEYS[5]) ~= ARGV[8] then return -1 end
-redis.call('HSET', KEYS[2], 'rev', expected + 1, 'data', ARGV[3], 'tok', ARGV[4])
-if ARGV[6] and ARGV[6] ~= '' then
-  redis.call('SET', KEYS[3], ARGV[6])
-  redis.call('ZADD', KEYS[4], 0, ARGV[7])
-end
-redis.call('PUBLISH', ARGV[5], KEYS[2])
-return 1
-"""
-)
-# KEYS: layout, log. ARGV: layout, start, retry flag, entries... On a retry, finding exactly these
-# entries at `start` means the first try landed (or wrote what this one would have): success.
-_APPEND_LOG: Final = (
-    _CHECK_LAYOUT
-    + """
-local start = tonumber(ARGV[2])
-local n = #ARGV - 3
-local length = redis.call('LLEN', KEYS[2])
-if length ~= start then
-  if ARGV[3] ~= '1' or n == 0 or length < start + n then return 0 end
-  local got = redis.call('LRANGE', KEYS[2], start, start + n - 1)
-  for i = 1, n do
-    if got[i] ~= ARGV[i + 3] then return 0 end
-  end
-  return 1
-end
-for i = 4, #ARGV, 1000 do
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-return 1
-"""
-)
-# KEYS: lease. ARGV: owner, ttl in ms, keep in ms. Take a free or expired lease, or renew our own.
-_TRY_LEASE: Final = (
-    _LEASE_HOLDER
-    + """
-local now = now_ms()
-local owner, expires = holder(KEYS[1])
-if owner and owner ~= ARGV[1] and expires > now then return 0 end
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. (now + tonumber(ARGV[2])), 'PX', ARGV[2] + ARGV[3])
-return 1
-"""
-)
-# KEYS: lease. ARGV: owner, ttl in ms, keep in ms. Extend a lease only while the owner still holds it.
-_RENEW_LEASE: Final = (
-    _LEASE_HOLDER
-    + """
-local owner = holder(KEYS[1])
-if owner ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. (now_ms() + tonumber(ARGV[2])), 'PX', ARGV[2] + ARGV[3])
-return 1
-"""
-)
-# KEYS: epoch. ARGV: a new random epoch, kept only if there is none (the data was never, or is no
-# longer, there). Returns the epoch.
-_EPOCH: Final = """
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-return redis.call('GET', KEYS[1])
-"""
-# KEYS: lease. ARGV: owner. Compare-and-delete: only the holder gives a lease up.
-_RELEASE_LEASE: Final = (
-    _LEASE_HOLDER
-    + """
-if holder(KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-)
 
 
 def encode_part(value: str) -> str:
@@ -210,12 +114,13 @@ class RedisBackend:
         self.epoch_key = f"{prefix}m::epoch"
         self._layout_checked = False
         self._indexed: set[str] = set()  # tenants whose session index is known to be complete
-        self._put = client.register_script(_PUT_RECORD)
-        self._append = client.register_script(_APPEND_LOG)
-        self._try_lease = client.register_script(_TRY_LEASE)
-        self._release = client.register_script(_RELEASE_LEASE)
-        self._renew = client.register_script(_RENEW_LEASE)
-        self._epoch = client.register_script(_EPOCH)
+        self._records_indexed: set[str] = set()  # tenants whose record indexes are known to be complete
+        self._put = client.register_script(PUT_RECORD)
+        self._append = client.register_script(APPEND_LOG)
+        self._try_lease = client.register_script(TRY_LEASE)
+        self._release = client.register_script(RELEASE_LEASE)
+        self._renew = client.register_script(RENEW_LEASE)
+        self._epoch = client.register_script(EPOCH)
 
     # --- keys ------------------------------------------------------------------------------------
 
@@ -255,12 +160,23 @@ class RedisBackend:
         expected_rev: int,
         head_of: str | None = None,
         fence: tuple[str, str] | None = None,
+        requires: str | None = None,
     ) -> bool:
         """Store `data` if the record is still at `expected_rev` (and, with a `fence` (lease name,
-        owner), only while that owner holds the lease), move the head if asked, and publish."""
+        owner), only while that owner holds the lease; with `requires`, for a new record, only while
+        that record exists), move the head if asked, and publish."""
         rkey = self.key("r", tenant, key)
         keys = [self.layout_key, rkey, rkey if head_of is None else self.key("h", tenant, head_of)]
         keys.append(rkey if head_of is None else self.key("s", tenant, ""))  # the tenant's session index
+        keys.append(rkey if fence is None else self.key("x", tenant, fence[0]))
+        required = requires is not None and expected_rev == 0
+        keys.append(self.key("r", tenant, requires) if required and requires is not None else rkey)
+        session = None if expected_rev else head_of
+        if session is None and not expected_rev and SPILL_SEP in key:  # a spilled state: its snapshot's
+            owner = self.key("r", tenant, owner_of(key))
+            found = await self._call(lambda _: self._raw("HGET", owner, "sess"))
+            session = None if found is None else _as_str(found)
+        keys.append(rkey if session is None else self.key("i", tenant, session))
         args: list[str | int | bytes] = [
             LAYOUT_VERSION,
             expected_rev,
@@ -269,13 +185,16 @@ class RedisBackend:
             self.channel,
             "" if head_of is None else key,
             head_of or "",
+            "" if fence is None else fence[1],
+            "1" if required else "",
+            session or "",
+            key,
         ]
-        if fence is not None:
-            keys.append(self.key("x", tenant, fence[0]))
-            args.append(fence[1])
         done = await self._call(lambda _: self._put(keys=keys, args=args))
         if done == -1 and fence is not None:
             raise lease_lost(fence[0])
+        if done == -2 and requires is not None:
+            raise parent_gone(requires)
         return bool(done)
 
     async def get_head(self, tenant: str, session_id: str) -> str | None:
@@ -343,7 +262,7 @@ class RedisBackend:
     async def try_lease(self, tenant: str, name: str, owner: str, ttl: float) -> bool:
         """Take or renew a lease (Redis expires it after `ttl` seconds) unless another owner holds it."""
         keys = [self.key("x", tenant, name)]
-        args: list[str | int] = [owner, max(1, round(ttl * 1000)), _LEASE_KEEP_MS]
+        args: list[str | int] = [owner, max(1, round(ttl * 1000)), LEASE_KEEP_MS]
         return bool(await self._call(lambda _: self._try_lease(keys=keys, args=args)))
 
     async def release_lease(self, tenant: str, name: str, owner: str) -> None:
@@ -354,7 +273,7 @@ class RedisBackend:
     async def renew_lease(self, tenant: str, name: str, owner: str, ttl: float) -> bool:
         """Extend the lease if `owner` still holds it; never take it afresh."""
         keys = [self.key("x", tenant, name)]
-        args: list[str | int] = [owner, max(1, round(ttl * 1000)), _LEASE_KEEP_MS]
+        args: list[str | int] = [owner, max(1, round(ttl * 1000)), LEASE_KEEP_MS]
         return bool(await self._call(lambda _: self._renew(keys=keys, args=args)))
 
     # --- maintenance -------------------------------------------------------------------------------
@@ -391,10 +310,44 @@ class RedisBackend:
                 )
         return out
 
+    async def scan_session(self, tenant: str, session_id: str) -> list[tuple[str, StoredRecord]]:
+        """The session's records (its snapshots and their spilled states), with their keys: the
+        members of its record index (those deleted since are skipped)."""
+        await self._record_index_once(tenant)
+        qkey = self.key("i", tenant, session_id)
+        ids = sorted(_as_str(m) for m in await self._call(lambda _: self._raw("SMEMBERS", qkey)))
+        out = []
+        for key in ids:
+            rkey = self.key("r", tenant, key)
+            rev, data = await self._call(functools.partial(self._hmget_record, rkey))
+            if rev is not None and data is not None:
+                out.append((key, StoredRecord(int(rev), decode(data))))
+        return out
+
+    async def _record_index_once(self, tenant: str) -> None:
+        """Fill the tenant's per-session record indexes from its records, once per store (records
+        written by a turnkit older than the indexes are found too); a marker key says it is done."""
+        if tenant in self._records_indexed:
+            return
+        marker = self.key("m", tenant, "record-index")
+        if await self._call(lambda _: self._raw("GET", marker)) is None:
+            owners = sessions_of_records((tenant, k, r.data) for k, r in await self.scan_records(tenant))
+            for (_, key), session in owners.items():
+                rkey, qkey = self.key("r", tenant, key), self.key("i", tenant, session)
+                await self._call(lambda _, r=rkey, q=qkey, k=key, s=session: self._index_record(r, q, k, s))  # type: ignore[misc]
+            await self._call(lambda _: self._raw("SET", marker, "1"))
+        self._records_indexed.add(tenant)
+
+    async def _index_record(self, rkey: str, qkey: str, key: str, session: str) -> None:
+        if await self._raw("EXISTS", rkey):
+            await self._raw("HSET", rkey, "sess", session)
+            await self._raw("SADD", qkey, key)
+
     async def delete_data(
         self, tenant: str, *, records: Sequence[str], logs: Sequence[str], heads: Sequence[str]
     ) -> None:
-        """Delete these records, logs and heads."""
+        """Delete these records, logs and heads (and the records from the deleted sessions' record
+        indexes: only them, so a record saved meanwhile stays listed for the deletion to find)."""
         doomed = [self.key("r", tenant, k) for k in records] + [self.key("l", tenant, g) for g in logs]
         doomed += [self.key("h", tenant, h) for h in heads]
         for i in range(0, len(doomed), 500):
@@ -402,6 +355,11 @@ class RedisBackend:
         for i in range(0, len(heads), 500):
             gone = list(heads[i : i + 500])
             await self._call(lambda _, g=gone: self._raw("ZREM", self.key("s", tenant, ""), *g))  # type: ignore[misc]
+        for session in heads:
+            qkey = self.key("i", tenant, session)
+            for i in range(0, len(records), 500):
+                some = list(records[i : i + 500])
+                await self._call(lambda _, q=qkey, r=some: self._raw("SREM", q, *r))  # type: ignore[misc]
 
     async def _hmget_record(self, rkey: str, _retry: bool) -> Any:
         return await self._raw("HMGET", rkey, "rev", "data")
@@ -445,8 +403,8 @@ class RedisBackend:
                 await asyncio.sleep(delay)
             except ResponseError as exc:
                 text = str(exc)
-                if text.startswith(_LAYOUT_ERROR):
-                    raise self._layout_refused(text[len(_LAYOUT_ERROR) + 1 :]) from None
+                if text.startswith(LAYOUT_ERROR):
+                    raise self._layout_refused(text[len(LAYOUT_ERROR) + 1 :]) from None
                 if isinstance(exc, OutOfMemoryError) or text.startswith("OOM"):  # maxmemory: a full disk
                     raise TurnkitError(
                         "RESOURCE_EXHAUSTED", f"Redis is out of memory: {text}", public=False
