@@ -1,17 +1,19 @@
-"""Small pieces every provider needs: abortable awaits, data URLs, JSON text, the SDK-missing error."""
+"""Small pieces every provider needs: abortable awaits and streams, plugin registration by name
+prefix, data URLs, JSON text, the SDK-missing error."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import dataclasses
 import json
 import mimetypes
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable
+from typing import Any, ClassVar, Generic, TypeVar
 
 from turnkit.errors import TurnkitError
-from turnkit.models import ModelContext
+from turnkit.models import ModelContext, ModelInfo
 from turnkit.types import Media, ModelRequest
 
 T = TypeVar("T")
@@ -27,6 +29,66 @@ async def until_aborted(ctx: ModelContext, work: Awaitable[T]) -> T | None:
             task.cancel()
             return None
     return task.result()
+
+
+class Abortable(Generic[T]):
+    """The items of an async stream until it ends or the caller aborts; `aborted` then says which.
+
+    An iterator class rather than an async generator: leaving an `async for` early then needs no
+    `aclose()`, and the caller still closes the SDK stream itself.
+    """
+
+    def __init__(self, ctx: ModelContext, stream: AsyncIterable[T]) -> None:
+        self._ctx = ctx
+        self._items = aiter(stream)
+        self.aborted = False
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        # The stream's own StopAsyncIteration passes through: it ended, not aborted.
+        item = None if self._ctx.aborted else await until_aborted(self._ctx, anext(self._items))
+        if item is None:
+            self.aborted = True
+            raise StopAsyncIteration
+        return item
+
+
+class PrefixedModels:
+    """Base of the provider plugins that serve `<name>/<model id>` for any model id.
+
+    A subclass sets `name` and `models` (ids registered up front), the class's `_info` and
+    `_label_prefix` (the label is `<prefix> <model id>`; None: the plugin's name), and `model()`.
+    """
+
+    name: str
+    models: list[str]
+    _info: ClassVar[ModelInfo]
+    _label_prefix: ClassVar[str | None] = None
+
+    def model(self, model_id: str) -> Any:
+        """The model function for one model id."""
+        raise NotImplementedError
+
+    def _define(self, ai: Any, model_id: str) -> Any:
+        prefix = self._label_prefix if self._label_prefix is not None else self.name
+        info = dataclasses.replace(self._info, label=f"{prefix} {model_id}", output=list(self._info.output))
+        return ai.define_model(name=f"{self.name}/{model_id}", fn=self.model(model_id), info=info)
+
+    def initialize(self, ai: Any) -> None:
+        """Register the listed models, and resolve any other `<name>/<model id>` on first lookup
+        (whether that model exists is the server's to say, on the first call)."""
+        for model_id in self.models:
+            self._define(ai, model_id)
+        prefix = f"{self.name}/"
+
+        def resolve(kind: str, name: str) -> Any:
+            if kind == "model" and name.startswith(prefix) and len(name) > len(prefix):
+                return self._define(ai, name[len(prefix) :])
+            return None
+
+        ai.registry.add_resolver(resolve)
 
 
 def json_text(value: Any) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import inspect
 import json
 import os
@@ -29,6 +28,8 @@ from turnkit.errors import TurnkitError
 from turnkit.models import ModelContext, ModelInfo
 from turnkit.models._errors import http_error, transport_error
 from turnkit.models._support import (
+    Abortable,
+    PrefixedModels,
     data_url,
     forced_tool_loops,
     json_text,
@@ -357,16 +358,9 @@ class AnthropicModel:
         reason: FinishReasonName = "unknown"
         usage = None
         input_tokens = None
-        events = aiter(stream)
+        events = Abortable(ctx, stream)
         try:
-            while True:
-                try:
-                    event = None if ctx.aborted else await until_aborted(ctx, anext(events))
-                except StopAsyncIteration:
-                    break
-                if event is None:
-                    reason = "aborted"
-                    break
+            async for event in events:
                 kind = event.type
                 if kind == "message_start":
                     input_tokens = event.message.usage.input_tokens
@@ -385,6 +379,8 @@ class AnthropicModel:
                     usage = _usage(event.usage, input_tokens)
         finally:
             await stream.close()
+        if events.aborted:
+            reason = "aborted"
         parts = [p for p in (_assembled(blocks[i], wrapped) for i in sorted(blocks)) if p is not None]
         return ModelResponse(message=Message(role="model", content=parts), finish_reason=reason, usage=usage)
 
@@ -434,13 +430,16 @@ def _assembled(block: dict[str, Any], wrapped: bool) -> Part | None:
     return None
 
 
-class Anthropic:
+class Anthropic(PrefixedModels):
     """Plugin serving `anthropic/<model>` for any Claude model id.
 
     `models` lists ids to register up front; any other id is created on first lookup. `max_retries`
     sets the SDK's own retries when turnkit's `retry` middleware is not in use (under it the SDK
     makes one attempt); None keeps the SDK's default.
     """
+
+    _info = MODEL_INFO
+    _label_prefix = "Claude"
 
     def __init__(
         self,
@@ -496,20 +495,3 @@ class Anthropic:
     def model(self, model_id: str) -> AnthropicModel:
         """The model function for one model id."""
         return AnthropicModel(model_id, self.client, max_tokens=self.max_tokens)
-
-    def _define(self, ai: Any, model_id: str) -> Any:
-        info = dataclasses.replace(MODEL_INFO, label=f"Claude {model_id}", output=list(MODEL_INFO.output))
-        return ai.define_model(name=f"{self.name}/{model_id}", fn=self.model(model_id), info=info)
-
-    def initialize(self, ai: Any) -> None:
-        """Register the listed models, and resolve any other `<name>/<model id>` on first lookup."""
-        for model_id in self.models:
-            self._define(ai, model_id)
-        prefix = f"{self.name}/"
-
-        def resolve(kind: str, name: str) -> Any:
-            if kind == "model" and name.startswith(prefix) and len(name) > len(prefix):
-                return self._define(ai, name[len(prefix) :])
-            return None
-
-        ai.registry.add_resolver(resolve)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import os
 import re
 import weakref
@@ -29,6 +28,8 @@ from turnkit.errors import TurnkitError
 from turnkit.models import ModelContext, ModelInfo
 from turnkit.models._errors import http_error, transport_error
 from turnkit.models._support import (
+    Abortable,
+    PrefixedModels,
     as_data_url,
     content_type,
     data_url,
@@ -399,16 +400,9 @@ class GeminiModel:
         parts: list[Part] = []
         reason: FinishReasonName = "unknown"
         message = usage = None
-        chunks = aiter(stream)
+        chunks = Abortable(ctx, stream)
         try:
-            while True:
-                try:
-                    chunk = None if ctx.aborted else await until_aborted(ctx, anext(chunks))
-                except StopAsyncIteration:
-                    break
-                if chunk is None:
-                    reason = "aborted"
-                    break
+            async for chunk in chunks:
                 new = _candidate_parts(chunk)
                 if new:
                     ctx.send_chunk(ModelResponseChunk(role="model", index=0, content=new))
@@ -420,6 +414,8 @@ class GeminiModel:
                     reason, message = ended, said
         finally:
             await stream.aclose()
+        if chunks.aborted:
+            reason = "aborted"
         return ModelResponse(
             message=Message(role="model", content=parts),
             finish_reason=reason,
@@ -428,13 +424,16 @@ class GeminiModel:
         )
 
 
-class GoogleAI:
+class GoogleAI(PrefixedModels):
     """Plugin serving `googleai/<model>` (or `vertexai/<model>` with `vertexai=True`) for any model id.
 
     `models` lists ids to register up front (they show in the registry); any other id is created on
     first lookup. `max_retries` sets the SDK's own retries when turnkit's `retry` middleware is not
     in use (under it the SDK makes one attempt); None keeps the SDK's default.
     """
+
+    _info = MODEL_INFO
+    _label_prefix = "Gemini"
 
     def __init__(
         self,
@@ -503,23 +502,6 @@ class GoogleAI:
     def model(self, model_id: str) -> GeminiModel:
         """The model function for one model id."""
         return GeminiModel(model_id, self.client)
-
-    def _define(self, ai: Any, model_id: str) -> Any:
-        info = dataclasses.replace(MODEL_INFO, label=f"Gemini {model_id}", output=list(MODEL_INFO.output))
-        return ai.define_model(name=f"{self.name}/{model_id}", fn=self.model(model_id), info=info)
-
-    def initialize(self, ai: Any) -> None:
-        """Register the listed models, and resolve any other `<name>/<model id>` on first lookup."""
-        for model_id in self.models:
-            self._define(ai, model_id)
-        prefix = f"{self.name}/"
-
-        def resolve(kind: str, name: str) -> Any:
-            if kind == "model" and name.startswith(prefix) and len(name) > len(prefix):
-                return self._define(ai, name[len(prefix) :])
-            return None
-
-        ai.registry.add_resolver(resolve)
 
 
 class VertexAI(GoogleAI):

@@ -8,7 +8,6 @@ which defines `ollama/llama3.2`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import weakref
@@ -20,7 +19,7 @@ from pydantic import BaseModel
 from turnkit.errors import TurnkitError
 from turnkit.models import ModelContext, ModelInfo
 from turnkit.models._errors import http_error
-from turnkit.models._support import until_aborted
+from turnkit.models._support import Abortable, PrefixedModels, until_aborted
 from turnkit.types import (
     DocumentData,
     FinishReasonName,
@@ -360,16 +359,9 @@ class OpenAICompatModel:
         calls: dict[int, dict[str, str]] = {}
         reason: FinishReasonName = "unknown"
         usage = None
-        chunks = aiter(stream)
+        chunks = Abortable(ctx, stream)
         try:
-            while True:
-                try:
-                    chunk = None if ctx.aborted else await until_aborted(ctx, anext(chunks))
-                except StopAsyncIteration:
-                    break
-                if chunk is None:
-                    reason = "aborted"
-                    break
+            async for chunk in chunks:
                 usage = _usage(chunk.usage) or usage
                 for choice in chunk.choices[:1]:
                     delta = choice.delta
@@ -389,6 +381,8 @@ class OpenAICompatModel:
                         reason = finish_reason(choice.finish_reason)
         finally:
             await stream.close()
+        if chunks.aborted:
+            reason = "aborted"
         parts = [Part(text="".join(text))] if text else []
         tool_parts = [
             _tool_part(c["id"] or None, c["name"], c["arguments"]) for _, c in sorted(calls.items())
@@ -399,12 +393,14 @@ class OpenAICompatModel:
         return ModelResponse(message=Message(role="model", content=parts), finish_reason=reason, usage=usage)
 
 
-class OpenAICompat:
+class OpenAICompat(PrefixedModels):
     """Plugin registering `<name>/<model>` for each model id served by an OpenAI-compatible API.
 
     `max_retries` is the SDK's own retries, used only when turnkit's `retry` middleware is not in
     use: under it the SDK makes one attempt, so calls never multiply.
     """
+
+    _info = MODEL_INFO  # labelled `<name> <model id>`
 
     def __init__(
         self,
@@ -453,23 +449,3 @@ class OpenAICompat:
     def model(self, model_id: str) -> OpenAICompatModel:
         """The model function for one model id on this server."""
         return OpenAICompatModel(model_id, self.client, structured_output=self.structured_output)
-
-    def _define(self, ai: Any, model_id: str) -> Any:
-        info = dataclasses.replace(
-            MODEL_INFO, label=f"{self.name} {model_id}", output=list(MODEL_INFO.output)
-        )
-        return ai.define_model(name=f"{self.name}/{model_id}", fn=self.model(model_id), info=info)
-
-    def initialize(self, ai: Any) -> None:
-        """Register `<name>/<model>` for each configured model id; any other `<name>/<model id>` is
-        created on first lookup (the server decides whether it serves it)."""
-        for model_id in self.models:
-            self._define(ai, model_id)
-        prefix = f"{self.name}/"
-
-        def resolve(kind: str, name: str) -> Any:
-            if kind == "model" and name.startswith(prefix) and len(name) > len(prefix):
-                return self._define(ai, name[len(prefix) :])
-            return None
-
-        ai.registry.add_resolver(resolve)
